@@ -1,0 +1,198 @@
+//! kNN anomaly scores with separate source and target banks (models.md §5.1).
+//!
+//! Embeddings are L2-normalised (`x / max(|x|, 1e-12)`). For each test clip
+//! the distance to its k nearest training embeddings is averaged per domain
+//! bank, and the score is the smaller of the two domain scores: a clip close
+//! to either domain's normal data is normal. Similarities come from one
+//! matrix product (test × bankᵀ) in f64.
+//!
+//! Metrics: `cosine` = 1 − cos (sklearn's cosine distance, RMIS / THUEE);
+//! `chord` = |x̂ − ŷ| / 2, ASDKit's "cosine" kNN (Euclidean distance of unit
+//! vectors, halved). Optional per-domain z-normalisation (RMIS, `normalize:
+//! True`) standardises each domain's test scores by their own mean and
+//! population standard deviation before the minimum.
+
+use super::smote::{self, SmoteConfig};
+use anyhow::{Result, bail};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KnnMetric {
+    #[default]
+    Cosine,
+    Chord,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnnConfig {
+    /// Neighbours averaged per domain bank (1 in THUEE/RMIS and ASDKit).
+    #[serde(default = "one")]
+    pub k: usize,
+    #[serde(default)]
+    pub metric: KnnMetric,
+    /// Oversample the target bank with SMOTE (THUEE: for the pre-trained models).
+    #[serde(default)]
+    pub smote: Option<SmoteConfig>,
+    /// Z-normalise each domain's test scores before the minimum (RMIS).
+    #[serde(default)]
+    pub domain_znorm: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        KnnConfig {
+            k: 1,
+            metric: KnnMetric::Cosine,
+            smote: None,
+            domain_znorm: false,
+        }
+    }
+}
+
+/// Row-major matrix of unit-norm embeddings.
+#[derive(Debug, Clone)]
+struct Bank {
+    rows: Vec<Vec<f64>>,
+}
+
+/// Unit-normalises a row (`x / max(|x|, 1e-12)`, as sklearn's `normalize`).
+pub fn normalize(x: &[f32]) -> Vec<f64> {
+    let v: Vec<f64> = x.iter().map(|&a| a as f64).collect();
+    normalize64(&v)
+}
+
+fn normalize64(v: &[f64]) -> Vec<f64> {
+    let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+    v.iter().map(|a| a / n).collect()
+}
+
+/// Gram matrix `a · bᵀ` (rows of a by rows of b), one parallel matrix product.
+pub fn gram(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    a.par_iter()
+        .map(|x| {
+            b.iter()
+                .map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum())
+                .collect()
+        })
+        .collect()
+}
+
+/// A fitted kNN scorer for one machine type.
+#[derive(Debug, Clone)]
+pub struct KnnScorer {
+    cfg: KnnConfig,
+    source: Bank,
+    target: Bank,
+}
+
+/// Per-clip scores with the per-domain parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnScores {
+    pub source: Vec<f64>,
+    pub target: Vec<f64>,
+    pub score: Vec<f64>,
+}
+
+impl KnnScorer {
+    /// Fits the banks. `seed` drives SMOTE.
+    pub fn fit(
+        cfg: &KnnConfig,
+        source: &[Vec<f32>],
+        target: &[Vec<f32>],
+        seed: u64,
+    ) -> Result<KnnScorer> {
+        if cfg.k == 0 {
+            bail!("kNN k must be at least 1");
+        }
+        if source.is_empty() || target.is_empty() {
+            bail!(
+                "kNN needs training embeddings of both domains (got {} source, {} target)",
+                source.len(),
+                target.len()
+            );
+        }
+        let dim = source[0].len();
+        if let Some(bad) = source.iter().chain(target).find(|r| r.len() != dim) {
+            bail!("embedding dimensions differ ({dim} vs {})", bad.len());
+        }
+        if source
+            .iter()
+            .chain(target)
+            .flatten()
+            .any(|v| !v.is_finite())
+        {
+            bail!("training embeddings contain NaN or infinite values");
+        }
+        let source: Vec<Vec<f64>> = source.iter().map(|r| normalize(r)).collect();
+        let mut target: Vec<Vec<f64>> = target.iter().map(|r| normalize(r)).collect();
+        if let Some(s) = &cfg.smote {
+            let synth = smote::oversample(&target, source.len(), s, seed)?;
+            target.extend(synth.iter().map(|r| normalize64(r)));
+        }
+        Ok(KnnScorer {
+            cfg: cfg.clone(),
+            source: Bank { rows: source },
+            target: Bank { rows: target },
+        })
+    }
+
+    /// Target bank size after SMOTE.
+    pub fn target_len(&self) -> usize {
+        self.target.rows.len()
+    }
+
+    /// Scores test embeddings.
+    pub fn score(&self, test: &[Vec<f32>]) -> Result<KnnScores> {
+        if test.iter().flatten().any(|v| !v.is_finite()) {
+            bail!("test embeddings contain NaN or infinite values");
+        }
+        let test: Vec<Vec<f64>> = test.iter().map(|r| normalize(r)).collect();
+        let mut s = self.bank_scores(&test, &self.source);
+        let mut t = self.bank_scores(&test, &self.target);
+        let (s_raw, t_raw) = (s.clone(), t.clone());
+        if self.cfg.domain_znorm {
+            znorm(&mut s);
+            znorm(&mut t);
+        }
+        let score = s.iter().zip(&t).map(|(a, b)| a.min(*b)).collect();
+        Ok(KnnScores {
+            source: s_raw,
+            target: t_raw,
+            score,
+        })
+    }
+
+    fn bank_scores(&self, test: &[Vec<f64>], bank: &Bank) -> Vec<f64> {
+        let k = self.cfg.k.min(bank.rows.len());
+        gram(test, &bank.rows)
+            .into_iter()
+            .map(|sims| {
+                let mut d: Vec<f64> = sims
+                    .into_iter()
+                    .map(|c| match self.cfg.metric {
+                        KnnMetric::Cosine => 1.0 - c,
+                        KnnMetric::Chord => (2.0 - 2.0 * c).max(0.0).sqrt() / 2.0,
+                    })
+                    .collect();
+                d.sort_by(f64::total_cmp);
+                d[..k].iter().sum::<f64>() / k as f64
+            })
+            .collect()
+    }
+}
+
+/// `(s - mean) / std` with the population standard deviation.
+pub fn znorm(s: &mut [f64]) {
+    let n = s.len().max(1) as f64;
+    let mean = s.iter().sum::<f64>() / n;
+    let std = (s.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
+    let std = if std > 0.0 { std } else { 1.0 };
+    s.iter_mut().for_each(|v| *v = (*v - mean) / std);
+}

@@ -12,3 +12,5 @@ pub mod experiment;
 pub mod features;
 pub mod scoring;
 pub mod util;
+pub mod nn;
+pub mod train;

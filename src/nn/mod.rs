@@ -1,0 +1,8 @@
+//! Building blocks shared by the models: heads and losses.
+
+pub mod arcface;
+pub mod classifier;
+pub mod util;
+
+pub use arcface::{ArcFace, ArcFaceConfig};
+pub use classifier::LinearClassifier;

@@ -1,0 +1,65 @@
+//! Small tensor helpers burn does not ship.
+
+use burn::tensor::Device;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// `log Σ exp(x)` along `dim`, kept as a size-1 dimension.
+pub fn logsumexp<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    let m = x.clone().max_dim(dim).detach();
+    (x - m.clone()).exp().sum_dim(dim).log() + m
+}
+
+/// Mean cross-entropy of `logits` [B, C] against class indices [B].
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let picked = logits.clone().gather(1, labels.unsqueeze_dim(1)); // [B, 1]
+    (logsumexp(logits, 1) - picked).mean()
+}
+
+/// Row-wise L2 normalisation with PyTorch's `F.normalize` floor (1e-12).
+pub fn l2_normalize<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    let n = x
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(dim)
+        .sqrt()
+        .clamp_min(1e-12);
+    x / n
+}
+
+/// An Int tensor of class indices.
+pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(v, [labels.len()]), device)
+}
+
+/// Reads a float tensor back as f32 values.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .expect("float tensor")
+}
+
+/// Builds a module deterministically: burn's CPU backends draw initial
+/// weights from one process-wide generator, lazily, at first use. Seeding,
+/// building and touching every parameter under one lock makes the weights a
+/// function of `seed` alone, even when other threads build models too.
+pub fn seeded_init<M: burn::module::Module>(
+    device: &Device,
+    seed: u64,
+    build: impl FnOnce() -> M,
+) -> M {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let model = build();
+    model.visit(&mut Touch);
+    model
+}
+
+struct Touch;
+
+impl burn::module::ModuleVisitor for Touch {
+    fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+        let _ = p.val();
+    }
+}

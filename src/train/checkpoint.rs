@@ -1,0 +1,259 @@
+//! Run directories and checkpoints (`checkpoints/<experiment>/`).
+//!
+//! A checkpoint is a folder holding `model.bpk` and `optim.bpk` (burnpack:
+//! full precision, raw bytes, parameter ids preserved, so optimizer state
+//! re-attaches on resume) and `state.json`. Folders are written under a
+//! temporary name and renamed into place, so a crash never leaves a
+//! half-written checkpoint where a complete one is expected.
+
+use crate::util::atomic;
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Progress of a training run, saved with every checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Best checkpoints so far: (step, validation metric; higher is better).
+    pub top: Vec<(u64, f64)>,
+    /// Seconds of training so far (over all resumed sessions).
+    pub elapsed_s: f64,
+}
+
+/// Paths of one experiment's run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    pub fn labels(&self) -> PathBuf {
+        self.root.join("labels.json")
+    }
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("manifest.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.root.join("last")
+    }
+    pub fn periodic(&self, step: u64) -> PathBuf {
+        self.root.join(format!("step-{step:06}"))
+    }
+    pub fn top(&self, step: u64) -> PathBuf {
+        self.root.join("top").join(format!("step-{step:06}"))
+    }
+    pub fn averaged(&self) -> PathBuf {
+        self.root.join("averaged")
+    }
+    pub fn scores(&self) -> PathBuf {
+        self.root.join("scores")
+    }
+
+    /// Resolves a checkpoint selector: `last`, `best`, `averaged` or `step-N`.
+    pub fn select(&self, which: &str) -> Result<PathBuf> {
+        let p = match which {
+            "last" => self.last(),
+            "averaged" => self.averaged(),
+            "best" => {
+                let state = read_state(&self.last())?;
+                let (step, _) = state.top.first().with_context(|| {
+                    format!("{}: no validated checkpoint yet", self.root.display())
+                })?;
+                self.top(*step)
+            }
+            s if s.starts_with("step-") => {
+                let n: u64 = s[5..]
+                    .parse()
+                    .with_context(|| format!("bad checkpoint selector '{s}'"))?;
+                let p = self.periodic(n);
+                if p.exists() { p } else { self.top(n) }
+            }
+            other => bail!("unknown checkpoint '{other}' (use last, best, averaged or step-N)"),
+        };
+        if !p.join("model.bpk").is_file() {
+            bail!("checkpoint {} does not exist (train first)", p.display());
+        }
+        Ok(p)
+    }
+}
+
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let p = dir.join("state.json");
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid training state", p.display()))
+}
+
+/// Writes a checkpoint folder atomically (temp folder, then rename).
+pub fn save<M: Module>(
+    dir: &Path,
+    model: &M,
+    optim: Option<&ModuleOptimizer>,
+    state: &TrainState,
+) -> Result<()> {
+    let parent = dir.parent().context("checkpoint folder has no parent")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result = (|| -> Result<()> {
+        // valid() syncs batch-norm running statistics before they are read.
+        let _ = model.valid();
+        model
+            .clone()
+            .save_file(tmp.join("model.bpk"))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if let Some(o) = optim {
+            o.save(tmp.join("optim.bpk"))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        atomic::write_json(&tmp.join("state.json"), state)?;
+        let old = parent.join(format!(".{name}.{}.old", std::process::id()));
+        if dir.exists() {
+            std::fs::rename(dir, &old)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.with_context(|| format!("cannot write checkpoint {}", dir.display()))
+}
+
+/// Loads a checkpoint's weights into `model` (built from the same config).
+/// Missing, unexpected or mis-shaped tensors are errors.
+pub fn load_model<M: Module>(model: M, dir: &Path) -> Result<M> {
+    let p = dir.join("model.bpk");
+    model
+        .try_load_file(&p)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
+}
+
+/// Loads the optimizer state saved next to a model.
+pub fn load_optim(optim: ModuleOptimizer, dir: &Path) -> Result<ModuleOptimizer> {
+    let p = dir.join("optim.bpk");
+    optim
+        .load(&p)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
+}
+
+/// Float tensors of a module by path (parameters and running statistics).
+#[derive(Default)]
+struct Collect {
+    path: Vec<String>,
+    out: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let t = p.val();
+        let shape = t.dims().to_vec();
+        let v = t
+            .into_data()
+            .try_into_vec_as::<f64>()
+            .expect("float tensor");
+        self.out.insert(self.path.join("."), (shape, v));
+    }
+}
+
+struct Replace {
+    path: Vec<String>,
+    new: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+}
+
+impl ModuleMapper for Replace {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.new.remove(&self.path.join(".")) {
+            Some((shape, v)) => {
+                let id = p.id;
+                let data =
+                    TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), shape);
+                let t = Tensor::<D>::from_data(data, &p.lazy_device());
+                p.transform_for_load(t, id)
+            }
+            None => p,
+        }
+    }
+}
+
+/// Named float tensors of a module (for tests and averaging).
+pub fn tensors<M: Module>(model: &M) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let _ = model.valid();
+    let mut c = Collect::default();
+    model.visit(&mut c);
+    c.out
+}
+
+/// Element-wise average of the parameters (and batch-norm statistics) of
+/// several checkpoints of one architecture (report §3.1: top-3 averaging).
+pub fn average<M: Module>(template: M, dirs: &[PathBuf]) -> Result<M> {
+    if dirs.is_empty() {
+        bail!("model averaging needs at least one checkpoint");
+    }
+    let mut sum: BTreeMap<String, (Vec<usize>, Vec<f64>)> = BTreeMap::new();
+    for d in dirs {
+        let m = load_model(template.clone(), d)?;
+        for (k, (shape, v)) in tensors(&m) {
+            match sum.get_mut(&k) {
+                Some((s, acc)) => {
+                    if *s != shape {
+                        bail!(
+                            "{}: tensor {k} has shape {shape:?}, expected {s:?}",
+                            d.display()
+                        );
+                    }
+                    acc.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
+                }
+                None => {
+                    sum.insert(k, (shape, v));
+                }
+            }
+        }
+    }
+    let n = dirs.len() as f64;
+    for (_, v) in sum.values_mut() {
+        v.iter_mut().for_each(|a| *a /= n);
+    }
+    let mut r = Replace {
+        path: Vec::new(),
+        new: sum,
+    };
+    let out = template.map(&mut r);
+    if let Some(k) = r.new.keys().next() {
+        bail!("averaging left tensor {k} unmatched");
+    }
+    Ok(out)
+}

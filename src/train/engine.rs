@@ -1,0 +1,309 @@
+//! The training loop shared by every model.
+//!
+//! A model plugs in through [`Task`]: it turns item indices into a batch
+//! and a batch into a loss (plus values to log). The loop owns everything
+//! else: seeded shuffling, gradient accumulation over micro-batches (the
+//! loss of each is divided by the number of micro-batches, so the update
+//! equals one large batch), global-norm clipping, AdamW, the
+//! cosine-warm-restart schedule (stepped once per optimizer step),
+//! periodic / last / top-k checkpoints, resume, JSONL logs and progress.
+//!
+//! Determinism: every random choice of the loop (batch order) and of a task
+//! (augmentation) comes from streams keyed by (seed, step), never from
+//! hidden state, so a resumed run replays exactly what an uninterrupted run
+//! would have done; on the CPU backends the final weights are bit-identical.
+
+use super::checkpoint::{self, RunDir, TrainState};
+use super::optim::{AdamW, clip_grad_norm};
+use super::schedule::CosineWarmupRestarts;
+use crate::util::rng;
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::time::Instant;
+
+/// What one micro-batch produced.
+pub struct StepOutput {
+    /// Scalar loss to minimise.
+    pub loss: Tensor<1>,
+    /// Extra scalars to log (e.g. branch losses).
+    pub logs: Vec<(&'static str, Tensor<1>)>,
+}
+
+/// A model's view of its training data.
+pub trait Task {
+    type Model: Module;
+    type Batch;
+    /// Number of training items (clips).
+    fn len(&self) -> usize;
+    /// Builds a batch on `device` from item indices; `seed` keys any
+    /// augmentation randomness for this micro-batch.
+    fn batch(&self, items: &[usize], seed: u64, device: &Device) -> Result<Self::Batch>;
+    /// Forward pass and loss.
+    fn step(&self, model: &Self::Model, batch: Self::Batch) -> StepOutput;
+}
+
+/// Loop settings (the `train` section of an experiment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Optimizer steps.
+    pub max_steps: u64,
+    #[serde(default)]
+    pub optimizer: AdamW,
+    /// Learning-rate schedule; `None` = constant `optimizer.lr`.
+    #[serde(default)]
+    pub schedule: Option<CosineWarmupRestarts>,
+    /// Clip the global gradient norm to this value.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Save a periodic checkpoint every N steps (0 = only `last`).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Update `last` every N steps (and always at the end).
+    #[serde(default = "hundred")]
+    pub save_last_every: u64,
+    /// Validate every N steps (0 = never); needs a validator.
+    #[serde(default)]
+    pub validate_every: u64,
+    /// Keep the k best validated checkpoints.
+    #[serde(default = "three")]
+    pub keep_top_k: usize,
+    /// Average the top-k checkpoints into `averaged/` at the end (report §3.1).
+    #[serde(default)]
+    pub average_top_k: Option<usize>,
+    /// Write a metrics line every N steps.
+    #[serde(default = "one_u64")]
+    pub log_every: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn one_u64() -> u64 {
+    1
+}
+fn three() -> usize {
+    3
+}
+fn hundred() -> u64 {
+    100
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.grad_accum == 0 || self.max_steps == 0 {
+            bail!("train: batch_size, grad_accum and max_steps must be at least 1");
+        }
+        if let Some(s) = &self.schedule {
+            s.validate()?;
+        }
+        if let Some(k) = self.average_top_k
+            && (k == 0 || k > self.keep_top_k || self.validate_every == 0)
+        {
+            bail!("train: average_top_k needs validate_every > 0 and 1 <= k <= keep_top_k");
+        }
+        Ok(())
+    }
+
+    /// Learning rate of optimizer step `k` (0-based).
+    pub fn lr(&self, k: u64) -> f64 {
+        self.schedule.map_or(self.optimizer.lr, |s| s.lr(k))
+    }
+}
+
+/// Options that are not part of the experiment's identity.
+pub struct RunOptions<'a, M> {
+    pub seed: u64,
+    pub resume: bool,
+    pub quiet: bool,
+    /// Stop after this many optimizer steps in this session (for tests and
+    /// time-sliced runs); `last` is saved when stopping.
+    pub stop_after: Option<u64>,
+    /// Validation metric of a model (higher is better).
+    pub validator: Option<&'a dyn Fn(&M) -> Result<f64>>,
+}
+
+/// Item order of epoch `epoch`: a seeded Fisher–Yates shuffle.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut r = rng::stream(seed, &[0xe90c, epoch]);
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        v.swap(i, r.random_range(0..=i));
+    }
+    v
+}
+
+/// Items of global micro-batch `m` (epochs concatenate; the last partial
+/// batch of an epoch is dropped so every batch has `batch_size` items).
+pub fn micro_batch_items(n: usize, batch: usize, seed: u64, m: u64) -> Vec<usize> {
+    let per_epoch = (n / batch).max(1) as u64;
+    let (epoch, k) = (m / per_epoch, (m % per_epoch) as usize);
+    let order = epoch_order(n, seed, epoch);
+    if n < batch {
+        // Tiny datasets: cycle the shuffled order.
+        return (0..batch).map(|i| order[i % n]).collect();
+    }
+    order[k * batch..(k + 1) * batch].to_vec()
+}
+
+/// Trains `model` with `task`. `device` must be an autodiff device. Returns
+/// the final model (the `last` checkpoint holds the same weights).
+pub fn fit<T: Task>(
+    task: &T,
+    model: T::Model,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    device: &Device,
+    opts: RunOptions<T::Model>,
+) -> Result<T::Model> {
+    cfg.validate()?;
+    if !device.is_autodiff() {
+        bail!("training needs an autodiff device");
+    }
+    if task.len() == 0 {
+        bail!("no training items");
+    }
+    let mut model = model;
+    let mut optim = cfg.optimizer.init();
+    let mut state = TrainState::default();
+    if opts.resume {
+        let last = run.last();
+        if !last.join("model.bpk").is_file() {
+            bail!("--resume: no checkpoint at {}", last.display());
+        }
+        model = checkpoint::load_model(model, &last)?;
+        optim = checkpoint::load_optim(optim, &last)?;
+        state = checkpoint::read_state(&last)?;
+    }
+    if state.step >= cfg.max_steps {
+        return Ok(model);
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.metrics())
+        .with_context(|| format!("cannot open {}", run.metrics().display()))?;
+    let bar = crate::cli::Progress::new(cfg.max_steps, "train", opts.quiet);
+    bar.inc(state.step);
+    let session_start = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let stop_at = opts
+        .stop_after
+        .map_or(cfg.max_steps, |s| (state.step + s).min(cfg.max_steps));
+    let mut window = (Instant::now(), state.step);
+    while state.step < stop_at {
+        let step = state.step;
+        let lr = cfg.lr(step);
+        let mut acc = GradientsAccumulator::new();
+        let mut loss_sum = 0.0f64;
+        let mut extra: Vec<(&'static str, f64)> = Vec::new();
+        for micro in 0..cfg.grad_accum {
+            let m = step * cfg.grad_accum as u64 + micro as u64;
+            let items = micro_batch_items(task.len(), cfg.batch_size, opts.seed, m);
+            let batch = task.batch(&items, rng::mix64(opts.seed ^ rng::mix64(m)), device)?;
+            let out = task.step(&model, batch);
+            let loss = out.loss / cfg.grad_accum as f64;
+            let lv = loss.clone().into_scalar::<f64>();
+            if !lv.is_finite() {
+                bail!(
+                    "loss is {lv} at step {step}; stopping (last good checkpoint: {})",
+                    run.last().display()
+                );
+            }
+            loss_sum += lv;
+            for (k, t) in out.logs {
+                let v = t.into_scalar::<f64>() / cfg.grad_accum as f64;
+                match extra.iter_mut().find(|(n, _)| *n == k) {
+                    Some((_, s)) => *s += v,
+                    None => extra.push((k, v)),
+                }
+            }
+            acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        }
+        let mut grads = acc.grads();
+        let grad_norm = cfg.grad_clip.map(|c| clip_grad_norm(&model, &mut grads, c));
+        model = optim.step(lr, model, grads);
+        state.step += 1;
+        state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
+        bar.inc(1);
+        bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e}"));
+        if state.step % cfg.log_every == 0 || state.step == stop_at {
+            let dt = window.0.elapsed().as_secs_f64().max(1e-9);
+            let sps = (state.step - window.1) as f64 / dt;
+            window = (Instant::now(), state.step);
+            let mut line = serde_json::json!({"step": state.step, "loss": loss_sum, "lr": lr, "steps_per_s": sps});
+            for (k, v) in &extra {
+                line[*k] = serde_json::json!(v);
+            }
+            if let Some(n) = grad_norm {
+                line["grad_norm"] = serde_json::json!(n);
+            }
+            writeln!(log, "{line}")?;
+        }
+        if cfg.validate_every > 0
+            && state.step % cfg.validate_every == 0
+            && let Some(v) = opts.validator
+        {
+            let metric = v(&model)?;
+            writeln!(
+                log,
+                "{}",
+                serde_json::json!({"step": state.step, "validation": metric})
+            )?;
+            update_top(run, &model, &mut state, metric, cfg.keep_top_k)?;
+        }
+        if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
+            checkpoint::save(&run.periodic(state.step), &model, Some(&optim), &state)?;
+        }
+        if state.step % cfg.save_last_every == 0 || state.step == stop_at {
+            checkpoint::save(&run.last(), &model, Some(&optim), &state)?;
+        }
+    }
+    bar.finish();
+    if state.step >= cfg.max_steps
+        && let Some(k) = cfg.average_top_k
+    {
+        let dirs: Vec<_> = state.top.iter().take(k).map(|(s, _)| run.top(*s)).collect();
+        if !dirs.is_empty() {
+            let avg = checkpoint::average(model.clone(), &dirs)?;
+            checkpoint::save(&run.averaged(), &avg, None, &state)?;
+        }
+    }
+    Ok(model)
+}
+
+/// Inserts a validated checkpoint into the top-k list (higher is better;
+/// ties keep the earlier step) and prunes the ones that fell out.
+fn update_top<M: Module>(
+    run: &RunDir,
+    model: &M,
+    state: &mut TrainState,
+    metric: f64,
+    k: usize,
+) -> Result<()> {
+    let step = state.step;
+    state.top.push((step, metric));
+    state
+        .top
+        .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let dropped: Vec<u64> = state.top.iter().skip(k).map(|(s, _)| *s).collect();
+    state.top.truncate(k);
+    if state.top.iter().any(|(s, _)| *s == step) {
+        checkpoint::save(&run.top(step), model, None, state)?;
+    }
+    for s in dropped {
+        if s != step {
+            let _ = std::fs::remove_dir_all(run.top(s));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The training engine: one explicit loop for every model.
+
+pub mod checkpoint;
+pub mod engine;
+pub mod optim;
+pub mod schedule;
+
+pub use checkpoint::{RunDir, TrainState};
+pub use engine::{RunOptions, StepOutput, Task, TrainConfig, fit};
+pub use optim::AdamW;
+pub use schedule::CosineWarmupRestarts;

@@ -14,3 +14,4 @@ pub mod scoring;
 pub mod util;
 pub mod nn;
 pub mod train;
+pub mod models;

@@ -63,3 +63,31 @@ impl burn::module::ModuleVisitor for Touch {
         let _ = p.val();
     }
 }
+
+/// Number of learnable scalars of a module, as PyTorch counts
+/// `parameters()`: batch-norm running statistics are excluded (burn's
+/// `num_params` includes them).
+pub fn count_params<M: burn::module::Module>(m: &M) -> usize {
+    #[derive(Default)]
+    struct Count {
+        path: Vec<String>,
+        n: usize,
+    }
+    impl burn::module::ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            let last = self.path.last().map(String::as_str).unwrap_or("");
+            if !matches!(last, "running_mean" | "running_var") {
+                self.n += p.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count::default();
+    m.visit(&mut c);
+    c.n
+}

@@ -1,0 +1,3 @@
+//! The models of the THUEE system.
+
+pub mod dual_branch_cnn;

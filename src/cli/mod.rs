@@ -1,6 +1,9 @@
 //! The `asd` command line: one binary, one verb per pipeline stage.
 
+mod evaluate;
+mod features;
 mod progress;
+mod run;
 mod synth;
 
 pub use progress::Progress;
@@ -22,11 +25,26 @@ pub struct Cli {
 pub enum Command {
     /// Generate synthetic machine sounds in the DCASE 2024 layout (no download needed).
     Synth(synth::SynthArgs),
+    /// Score a submission folder with the official DCASE 2024 Task 2 metrics.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Compute a model's input features (spectrum, spectrogram, log-mel, fbank) as .npy.
+    Features(features::FeaturesArgs),
+    /// Train an experiment's model.
+    Train(run::TrainArgs),
+    /// Score test clips with a trained model (official CSVs + evaluation).
+    Score(run::ScoreArgs),
+    /// Train, score and evaluate an experiment.
+    Run(run::RunArgs),
 }
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Synth(a) => synth::run(a, cli.quiet),
+        Command::Evaluate(a) => evaluate::run(a, cli.quiet),
+        Command::Features(a) => features::run(a, cli.quiet),
+        Command::Train(a) => run::train(a, cli.quiet),
+        Command::Score(a) => run::score(a, cli.quiet),
+        Command::Run(a) => run::run(a, cli.quiet),
     }
 }

@@ -1,3 +1,193 @@
-//! Experiments as files: strict JSON configs with `extends` and overrides.
+//! Experiments as files: what is trained, on which data, how it is scored.
+//!
+//! ```json
+//! {
+//!   "name": "dual_branch_cnn",
+//!   "seed": 0,
+//!   "data": {"root": "data/dcase2024t2", "sets": ["dev"], "machines": []},
+//!   "features": {"cache_dir": "checkpoints/.features"},
+//!   "model": {"kind": "dual_branch_cnn", "seconds": 10.0},
+//!   "loss": {"arcface": {"scale": 30.0, "margin": 0.5}, "weights": [1.0, 1.0, 1.0]},
+//!   "train": {"batch_size": 64, "grad_accum": 8, "max_steps": 1000, ...},
+//!   "scoring": {"checkpoint": "averaged", "knn": {"k": 1}}
+//! }
+//! ```
+//! Files may `extends` a parent and `--set path=value` overrides fields
+//! ([`resolve`]). Parsing is strict: unknown fields are errors naming the
+//! field and the file. The resolved experiment is saved with every run and
+//! is what restores the model.
 
 pub mod resolve;
+
+use crate::data::labels::LabelScheme;
+use crate::data::machines::{DataSet, MachineGroup};
+use crate::features::specaugment::SpecAugment;
+use crate::metrics::threshold::DecisionRule;
+use crate::models::dual_branch_cnn::DualBranchCnnConfig;
+use crate::nn::LossConfig;
+use crate::scoring::KnnConfig;
+use crate::train::TrainConfig;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Run name: outputs go to `checkpoints/<name>/`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default)]
+    pub seed: u64,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub features: FeatureSettings,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub loss: LossConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub scoring: ScoringConfig,
+}
+
+/// Which clips a run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Data root in the DCASE layout (`dev_data/raw/...`, `eval_data/raw/...`).
+    pub root: PathBuf,
+    /// Sets to train on and score.
+    #[serde(default = "dev_only")]
+    pub sets: Vec<DataSet>,
+    /// Machine types (empty = every type found).
+    #[serde(default)]
+    pub machines: Vec<String>,
+    /// Restrict to one machine group (NF-CDEE trains one model per group).
+    #[serde(default)]
+    pub group: Option<MachineGroup>,
+    /// Auxiliary-task classes.
+    #[serde(default)]
+    pub labels: LabelScheme,
+}
+
+fn dev_only() -> Vec<DataSet> {
+    vec![DataSet::Dev]
+}
+
+/// Feature computation settings shared by all models (each model fixes its
+/// own front-end; see `crate::features::frontend`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSettings {
+    /// Where cached features go (keyed by front-end configuration).
+    #[serde(default = "cache_dir")]
+    pub cache_dir: PathBuf,
+    /// SpecAugment on training inputs (pre-trained models; report §2.3).
+    #[serde(default)]
+    pub specaugment: Option<SpecAugment>,
+}
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from("checkpoints/.features")
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        FeatureSettings { cache_dir: cache_dir(), specaugment: None }
+    }
+}
+
+/// The model and its architecture settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelConfig {
+    DualBranchCnn(DualBranchCnnConfig),
+}
+
+impl ModelConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::DualBranchCnn(_) => "dual_branch_cnn",
+        }
+    }
+}
+
+/// How test clips are scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Checkpoint to score with: `last`, `best`, `averaged` or `step-N`.
+    #[serde(default = "last")]
+    pub checkpoint: String,
+    /// kNN back-end on the embeddings.
+    #[serde(default)]
+    pub knn: KnnConfig,
+    /// Decision threshold from the training clips' scores.
+    #[serde(default)]
+    pub decision: DecisionRule,
+    /// Clips per forward pass when embedding.
+    #[serde(default = "embed_batch")]
+    pub batch_size: usize,
+}
+
+fn last() -> String {
+    "last".into()
+}
+fn embed_batch() -> usize {
+    16
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            checkpoint: last(),
+            knn: KnnConfig::default(),
+            decision: DecisionRule::default(),
+            batch_size: embed_batch(),
+        }
+    }
+}
+
+impl Experiment {
+    /// Loads an experiment file with its `extends` chain and overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
+        let resolved = resolve::load(path, overrides)?;
+        let exp: Experiment = resolved.parse()?;
+        exp.validate().with_context(|| format!("invalid experiment {}", path.display()))?;
+        Ok(exp)
+    }
+
+    /// Loads a run's saved (resolved) configuration.
+    pub fn load_resolved(path: &Path) -> Result<Experiment> {
+        Experiment::load(path, &[])
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            bail!("name '{}' must be a plain folder name", self.name);
+        }
+        if self.data.sets.is_empty() {
+            bail!("data.sets is empty");
+        }
+        for m in &self.data.machines {
+            crate::data::machines::lookup(m).context("in data.machines")?;
+        }
+        self.train.validate()?;
+        if self.scoring.batch_size == 0 {
+            bail!("scoring.batch_size must be at least 1");
+        }
+        match &self.model {
+            ModelConfig::DualBranchCnn(c) => {
+                c.validate()?;
+                self.loss.validate(3)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The run directory of this experiment under `checkpoints`.
+    pub fn run_dir(&self, checkpoints: &Path) -> PathBuf {
+        checkpoints.join(&self.name)
+    }
+}

@@ -35,10 +35,9 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved> {
         if files.iter().any(|f: &PathBuf| same_file(f, &p)) {
             bail!("{}: `extends` forms a cycle", p.display());
         }
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("cannot read experiment file {}", p.display()))?;
-        let mut v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read experiment file {}", p.display()))?;
+        let mut v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", p.display()))?;
         let Value::Object(obj) = &mut v else {
             bail!("{}: an experiment file must be a JSON object", p.display());
         };
@@ -57,19 +56,13 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved> {
     }
     let mut parsed = Vec::new();
     for o in overrides {
-        let (path, raw) = o
-            .split_once('=')
-            .with_context(|| format!("override '{o}' must look like path.to.field=value"))?;
+        let (path, raw) =
+            o.split_once('=').with_context(|| format!("override '{o}' must look like path.to.field=value"))?;
         let v = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         set_path(&mut value, path, v.clone()).with_context(|| format!("in override '{o}'"))?;
         parsed.push((path.to_string(), v));
     }
-    Ok(Resolved {
-        value,
-        files,
-        layers,
-        overrides: parsed,
-    })
+    Ok(Resolved { value, files, layers, overrides: parsed })
 }
 
 impl Resolved {
@@ -87,10 +80,7 @@ impl Resolved {
 
     /// The file (or override) that set a dotted path, or the top file.
     fn origin_of(&self, path: &str) -> String {
-        let parts: Vec<&str> = path
-            .split('.')
-            .filter(|p| !p.is_empty() && *p != "?")
-            .collect();
+        let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty() && *p != "?").collect();
         for (p, _) in self.overrides.iter().rev() {
             if parts.join(".").starts_with(p.as_str()) {
                 return format!("override --set {p}");
@@ -155,17 +145,12 @@ pub fn set_path(root: &mut Value, path: &str, v: Value) -> Result<()> {
                     m.insert(p.to_string(), v);
                     return Ok(());
                 }
-                m.entry(p.to_string())
-                    .or_insert_with(|| Value::Object(Map::new()))
+                m.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()))
             }
             Value::Array(a) => {
-                let idx: usize = p
-                    .parse()
-                    .with_context(|| format!("'{p}' is not an array index"))?;
+                let idx: usize = p.parse().with_context(|| format!("'{p}' is not an array index"))?;
                 let len = a.len();
-                let slot = a
-                    .get_mut(idx)
-                    .with_context(|| format!("index {idx} out of range (len {len})"))?;
+                let slot = a.get_mut(idx).with_context(|| format!("index {idx} out of range (len {len})"))?;
                 if last {
                     *slot = v;
                     return Ok(());
@@ -207,24 +192,11 @@ mod tests {
     #[test]
     fn extends_merges_and_overrides_apply_last() {
         let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "base.json",
-            r#"{"name":"base","train":{"lr":0.1,"steps":10}}"#,
-        );
-        let child = write(
-            d.path(),
-            "abl/child.json",
-            r#"{"extends":"../base.json","name":"child","train":{"steps":20}}"#,
-        );
+        write(d.path(), "base.json", r#"{"name":"base","train":{"lr":0.1,"steps":10}}"#);
+        let child =
+            write(d.path(), "abl/child.json", r#"{"extends":"../base.json","name":"child","train":{"steps":20}}"#);
         let r = load(&child, &[]).unwrap();
-        assert_eq!(
-            r.parse::<Exp>().unwrap(),
-            Exp {
-                name: "child".into(),
-                train: Train { lr: 0.1, steps: 20 }
-            }
-        );
+        assert_eq!(r.parse::<Exp>().unwrap(), Exp { name: "child".into(), train: Train { lr: 0.1, steps: 20 } });
         let r = load(&child, &["train.lr=0.5".into(), "name=x".into()]).unwrap();
         assert_eq!(r.parse::<Exp>().unwrap().train.lr, 0.5);
         assert_eq!(r.parse::<Exp>().unwrap().name, "x");
@@ -233,33 +205,15 @@ mod tests {
     #[test]
     fn misspelt_fields_name_field_and_file() {
         let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "base.json",
-            r#"{"name":"base","train":{"lr":0.1,"steps":10}}"#,
-        );
-        let child = write(
-            d.path(),
-            "child.json",
-            r#"{"extends":"base.json","train":{"stpes":20}}"#,
-        );
-        let e = load(&child, &[])
+        write(d.path(), "base.json", r#"{"name":"base","train":{"lr":0.1,"steps":10}}"#);
+        let child = write(d.path(), "child.json", r#"{"extends":"base.json","train":{"stpes":20}}"#);
+        let e = load(&child, &[]).unwrap().parse::<Exp>().unwrap_err().to_string();
+        assert!(e.contains("child.json") && e.contains("train.stpes") && e.contains("unknown field"), "{e}");
+        let e = load(&child.with_file_name("base.json"), &["train.steps=\"many\"".into()])
             .unwrap()
             .parse::<Exp>()
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("child.json") && e.contains("train.stpes") && e.contains("unknown field"),
-            "{e}"
-        );
-        let e = load(
-            &child.with_file_name("base.json"),
-            &["train.steps=\"many\"".into()],
-        )
-        .unwrap()
-        .parse::<Exp>()
-        .unwrap_err()
-        .to_string();
         assert!(e.contains("--set train.steps"), "{e}");
     }
 
@@ -270,15 +224,8 @@ mod tests {
         write(d.path(), "b.json", r#"{"extends":"a.json"}"#);
         assert!(load(&a, &[]).unwrap_err().to_string().contains("cycle"));
         let bad = write(d.path(), "bad.json", "{not json");
-        assert!(
-            format!("{:#}", load(&bad, &[]).unwrap_err()).contains("bad.json is not valid JSON")
-        );
-        assert!(
-            load(&a.with_file_name("missing.json"), &[])
-                .unwrap_err()
-                .to_string()
-                .contains("missing.json")
-        );
+        assert!(format!("{:#}", load(&bad, &[]).unwrap_err()).contains("bad.json is not valid JSON"));
+        assert!(load(&a.with_file_name("missing.json"), &[]).unwrap_err().to_string().contains("missing.json"));
         assert!(load(&write(d.path(), "ok.json", "{}"), &["novalue".into()]).is_err());
     }
 }

@@ -25,15 +25,13 @@
 //! weight decay of the same size, as the report trains with AdamW.
 
 use crate::nn::util::{l2_normalize, seeded_init};
-use crate::nn::{ArcFace, ArcFaceConfig};
+use crate::nn::{ArcFace, LossConfig};
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig1d, PaddingConfig2d,
-};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Int, Tensor};
@@ -69,13 +67,6 @@ pub struct DualBranchCnnConfig {
     /// Heads of the spectrogram-branch modules (frequency, time).
     #[serde(default = "spectrogram_heads")]
     pub spectrogram_heads: [usize; 2],
-    /// ArcFace settings shared by the three heads.
-    #[serde(default)]
-    pub arcface: ArcFaceConfig,
-    /// Loss weights (concatenated, spectrum, spectrogram); [1, 0, 0] = the
-    /// "concatenated loss only" ablation.
-    #[serde(default = "loss_weights")]
-    pub loss_weights: [f64; 3],
 }
 
 fn ten() -> f32 {
@@ -92,9 +83,6 @@ fn spectrum_heads() -> [usize; 3] {
 }
 fn spectrogram_heads() -> [usize; 2] {
     [2, 2]
-}
-fn loss_weights() -> [f64; 3] {
-    [1.0, 1.0, 1.0]
 }
 
 impl Default for DualBranchCnnConfig {
@@ -136,51 +124,40 @@ impl DualBranchCnnConfig {
         let (bins, _, _) = self.input_shapes();
         let l3 = spectrum_lengths(bins)[2];
         if l3 % c != 0 {
-            bail!(
-                "dual_branch_cnn: channel-attention heads ({c}) must divide the final length {l3}"
-            );
+            bail!("dual_branch_cnn: channel-attention heads ({c}) must divide the final length {l3}");
         }
-        if self
-            .spectrogram_heads
-            .iter()
-            .any(|&h| h == 0 || 128 % h != 0)
-        {
+        if self.spectrogram_heads.iter().any(|&h| h == 0 || 128 % h != 0) {
             bail!("dual_branch_cnn: spectrogram heads must divide 128 channels");
-        }
-        if self.loss_weights.iter().any(|w| !w.is_finite() || *w < 0.0)
-            || self.loss_weights.iter().sum::<f64>() == 0.0
-        {
-            bail!("dual_branch_cnn: loss weights must be non-negative and not all zero");
         }
         Ok(())
     }
 
     /// Builds the model for `classes` auxiliary classes, seeded.
-    pub fn init(&self, classes: usize, seed: u64, device: &Device) -> DualBranchCnn {
-        seeded_init(device, seed, || self.build(classes, device))
+    pub fn init(&self, loss: &LossConfig, classes: usize, seed: u64, device: &Device) -> DualBranchCnn {
+        seeded_init(device, seed, || self.build(loss, classes, device))
     }
 
-    fn build(&self, classes: usize, device: &Device) -> DualBranchCnn {
+    fn build(&self, loss: &LossConfig, classes: usize, device: &Device) -> DualBranchCnn {
+        let w = loss.weights_for(3);
         let (bins, frames, fbins) = self.input_shapes();
         let d = self.branch_dim;
-        let spectrum = (self.branches != Branches::SpectrogramOnly)
-            .then(|| SpectrumBranch::new(bins, d, self, device));
-        let spectrogram = (self.branches != Branches::SpectrumOnly)
-            .then(|| SpectrogramBranch::new(frames, fbins, d, self, device));
+        let spectrum = (self.branches != Branches::SpectrogramOnly).then(|| SpectrumBranch::new(bins, d, self, device));
+        let spectrogram =
+            (self.branches != Branches::SpectrumOnly).then(|| SpectrogramBranch::new(frames, fbins, d, self, device));
         let both = self.branches == Branches::Both;
         let heads = [
             (if both { 2 * d } else { d }, true),
-            (d, both && self.loss_weights[1] > 0.0),
-            (d, both && self.loss_weights[2] > 0.0),
+            (d, both && w[1] > 0.0),
+            (d, both && w[2] > 0.0),
         ];
-        let mk = |(dim, on): (usize, bool)| on.then(|| self.arcface.init(dim, classes, device));
+        let mk = |(dim, on): (usize, bool)| on.then(|| loss.arcface.init(dim, classes, device));
         DualBranchCnn {
             spectrum,
             spectrogram,
             head_concat: mk(heads[0]).expect("main head"),
             head_spectrum: mk(heads[1]),
             head_spectrogram: mk(heads[2]),
-            loss_weights: self.loss_weights.to_vec(),
+            loss_weights: w,
         }
     }
 }
@@ -194,10 +171,7 @@ fn spectrum_lengths(bins: usize) -> [usize; 3] {
 }
 
 fn keras_bn(n: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(n)
-        .with_momentum(0.01)
-        .with_epsilon(1e-3)
-        .init(device)
+    BatchNormConfig::new(n).with_momentum(0.01).with_epsilon(1e-3).init(device)
 }
 
 fn dense(i: usize, o: usize, device: &Device) -> Linear {
@@ -205,9 +179,7 @@ fn dense(i: usize, o: usize, device: &Device) -> Linear {
 }
 
 fn mha(d: usize, heads: usize, device: &Device) -> MultiHeadAttention {
-    MultiHeadAttentionConfig::new(d, heads)
-        .with_dropout(0.0)
-        .init(device)
+    MultiHeadAttentionConfig::new(d, heads).with_dropout(0.0).init(device)
 }
 
 #[derive(Module, Debug)]
@@ -236,15 +208,8 @@ impl SpectrumBranch {
             len = out;
         }
         let [h1, h2, h3] = cfg.spectrum_heads;
-        let attention = if cfg.attention {
-            vec![
-                mha(128, h1, device),
-                mha(128, h2, device),
-                mha(len, h3, device),
-            ]
-        } else {
-            vec![]
-        };
+        let attention =
+            if cfg.attention { vec![mha(128, h1, device), mha(128, h2, device), mha(len, h3, device)] } else { vec![] };
         SpectrumBranch {
             convs,
             attention,
@@ -287,17 +252,8 @@ impl SpectrumBranch {
 
 /// A 3×3 Keras-"same" convolution without bias for an input of `size`
 /// (time, frequency); returns the layer and its output size.
-fn conv3(
-    cin: usize,
-    cout: usize,
-    stride: usize,
-    size: (usize, usize),
-    device: &Device,
-) -> (Conv2d, (usize, usize)) {
-    let (t, f) = (
-        same_padding(size.0, 3, stride),
-        same_padding(size.1, 3, stride),
-    );
+fn conv3(cin: usize, cout: usize, stride: usize, size: (usize, usize), device: &Device) -> (Conv2d, (usize, usize)) {
+    let (t, f) = (same_padding(size.0, 3, stride), same_padding(size.1, 3, stride));
     let conv = Conv2dConfig::new([cin, cout], [3, 3])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(t.0, f.0, t.1, f.1))
@@ -325,13 +281,7 @@ pub struct ResBlock {
 
 impl ResBlock {
     /// A block for inputs of `size` (time, frequency); also returns the output size.
-    fn new(
-        cin: usize,
-        cout: usize,
-        downsample: bool,
-        size: (usize, usize),
-        device: &Device,
-    ) -> (Self, (usize, usize)) {
+    fn new(cin: usize, cout: usize, downsample: bool, size: (usize, usize), device: &Device) -> (Self, (usize, usize)) {
         let s = if downsample { 2 } else { 1 };
         let (conv1, out) = conv3(cin, cout, s, size, device);
         let block = ResBlock {
@@ -339,11 +289,7 @@ impl ResBlock {
             conv1,
             bn1: keras_bn(cout, device),
             conv2: conv3(cout, cout, 1, out, device).0,
-            shortcut: downsample.then(|| {
-                Conv2dConfig::new([cin, cout], [1, 1])
-                    .with_bias(false)
-                    .init(device)
-            }),
+            shortcut: downsample.then(|| Conv2dConfig::new([cin, cout], [1, 1]).with_bias(false).init(device)),
             bn_mid: keras_bn(cout, device),
             conv3: conv3(cout, cout, 1, out, device).0,
             bn2: keras_bn(cout, device),
@@ -368,11 +314,7 @@ impl ResBlock {
         let x = self.bn_mid.forward(shortcut + xr);
         // Second half.
         let h = self.conv3.forward(relu(x.clone()));
-        let h = if self.relu_before_bn {
-            self.bn2.forward(relu(h))
-        } else {
-            relu(self.bn2.forward(h))
-        };
+        let h = if self.relu_before_bn { self.bn2.forward(relu(h)) } else { relu(self.bn2.forward(h)) };
         x + self.conv4.forward(h)
     }
 }
@@ -381,11 +323,7 @@ impl ResBlock {
 /// one padded row/column at the end that never wins the max).
 fn max_pool_2x2_same(x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let x = if h % 2 == 1 || w % 2 == 1 {
-        x.pad([(0, h % 2), (0, w % 2)], PadMode::Constant(-1e30))
-    } else {
-        x
-    };
+    let x = if h % 2 == 1 || w % 2 == 1 { x.pad([(0, h % 2), (0, w % 2)], PadMode::Constant(-1e30)) } else { x };
     let pool: MaxPool2d = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
     pool.forward(x)
 }
@@ -413,22 +351,11 @@ pub struct SpectrogramBranch {
 }
 
 impl SpectrogramBranch {
-    fn new(
-        frames: usize,
-        bins: usize,
-        dim: usize,
-        cfg: &DualBranchCnnConfig,
-        device: &Device,
-    ) -> Self {
+    fn new(frames: usize, bins: usize, dim: usize, cfg: &DualBranchCnnConfig, device: &Device) -> Self {
         let (pt, pf) = (same_padding(frames, 7, 2), same_padding(bins, 7, 2)); // conv 7×7 / 2
         let mut size = ((pt.2 - 3) / 2 + 1, (pf.2 - 3) / 2 + 1); // max pool 3×3 / 2, valid
         let mut blocks = Vec::new();
-        for (cin, cout, down) in [
-            (16, 16, false),
-            (16, 32, true),
-            (32, 64, true),
-            (64, 128, true),
-        ] {
+        for (cin, cout, down) in [(16, 16, false), (16, 32, true), (32, 64, true), (64, 128, true)] {
             let (b, out) = ResBlock::new(cin, cout, down, size, device);
             blocks.push(b);
             size = out;
@@ -443,11 +370,7 @@ impl SpectrogramBranch {
                 .init(device),
             bn: keras_bn(16, device),
             blocks,
-            heads: if cfg.attention {
-                cfg.spectrogram_heads.to_vec()
-            } else {
-                vec![]
-            },
+            heads: if cfg.attention { cfg.spectrogram_heads.to_vec() } else { vec![] },
             bn_flat: keras_bn(128 * f_final, device),
             out: dense(128 * f_final, dim, device),
         }
@@ -468,16 +391,12 @@ impl SpectrogramBranch {
         if let Some(&h) = self.heads.first() {
             // Frequency attention: per time step, tokens are frequencies.
             let y = x.permute([0, 2, 3, 1]).reshape([b * t, f, c]);
-            x = plain_self_attention(y, h)
-                .reshape([b, t, f, c])
-                .permute([0, 3, 1, 2]);
+            x = plain_self_attention(y, h).reshape([b, t, f, c]).permute([0, 3, 1, 2]);
         }
         if let Some(&h) = self.heads.get(1) {
             // Time attention: per frequency, tokens are time steps.
             let y = x.permute([0, 3, 2, 1]).reshape([b * f, t, c]);
-            x = plain_self_attention(y, h)
-                .reshape([b, f, t, c])
-                .permute([0, 3, 2, 1]);
+            x = plain_self_attention(y, h).reshape([b, f, t, c]).permute([0, 3, 2, 1]);
         }
         // Max pooling over the whole time axis, then Keras' channels-last flatten.
         let x = x.max_dim(2); // [B, C, 1, F']
@@ -515,25 +434,15 @@ pub struct Embeddings {
 
 impl DualBranchCnn {
     pub fn forward(&self, batch: &DualBranchBatch) -> Embeddings {
-        let s = self
-            .spectrum
-            .as_ref()
-            .map(|m| m.forward(batch.spectrum.clone()));
-        let g = self
-            .spectrogram
-            .as_ref()
-            .map(|m| m.forward(batch.spectrogram.clone()));
+        let s = self.spectrum.as_ref().map(|m| m.forward(batch.spectrum.clone()));
+        let g = self.spectrogram.as_ref().map(|m| m.forward(batch.spectrogram.clone()));
         let concat = match (&s, &g) {
             (Some(a), Some(b)) => Tensor::cat(vec![a.clone(), b.clone()], 1),
             (Some(a), None) => a.clone(),
             (None, Some(b)) => b.clone(),
             (None, None) => unreachable!("a model has at least one branch"),
         };
-        Embeddings {
-            spectrum: s,
-            spectrogram: g,
-            concat,
-        }
+        Embeddings { spectrum: s, spectrogram: g, concat }
     }
 
     /// The embedding used for scoring (L2-normalised concatenation).
@@ -594,7 +503,7 @@ mod tests {
         let cfg = DualBranchCnnConfig::default();
         cfg.validate().unwrap();
         assert_eq!(cfg.input_shapes(), (80000, 311, 513));
-        let m = cfg.init(5, 0, &dev);
+        let m = cfg.init(&LossConfig::default(), 5, 0, &dev);
         let x = batch(&cfg, 2, &dev, false);
         // Spectrum branch stages.
         let sb = m.spectrum.as_ref().unwrap();
@@ -608,16 +517,9 @@ mod tests {
         let gb = m.spectrogram.as_ref().unwrap();
         let mut g = gb.conv.forward(x.spectrogram.clone().unsqueeze_dim::<4>(1));
         assert_eq!(g.dims(), [2, 16, 156, 257]);
-        g = MaxPool2dConfig::new([3, 3])
-            .with_strides([2, 2])
-            .init()
-            .forward(g);
+        g = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init().forward(g);
         assert_eq!(g.dims(), [2, 16, 77, 128]);
-        for (b, want) in
-            gb.blocks
-                .iter()
-                .zip([[16, 77, 128], [32, 39, 64], [64, 20, 32], [128, 10, 16]])
-        {
+        for (b, want) in gb.blocks.iter().zip([[16, 77, 128], [32, 39, 64], [64, 20, 32], [128, 10, 16]]) {
             g = b.forward(g);
             assert_eq!(g.dims()[1..], want);
         }
@@ -635,52 +537,28 @@ mod tests {
     fn parameter_count_matches_the_budget() {
         // Backbone without attention = Wilkinghoff's 2 540 978 (models.md §1.2).
         let dev = Device::flex();
-        let plain = DualBranchCnnConfig {
-            attention: false,
-            loss_weights: [1.0, 0.0, 0.0],
-            ..Default::default()
-        };
-        let m = plain.init(1, 0, &dev);
+        let plain = DualBranchCnnConfig { attention: false, ..Default::default() };
+        let concat_only = LossConfig { weights: vec![1.0, 0.0, 0.0], ..Default::default() };
+        let m = plain.init(&concat_only, 1, 0, &dev);
         let heads = count_params(&m.head_concat);
         assert_eq!(count_params(&m) - heads, 2_540_978);
         // The report's model: + 132 536 attention parameters + three ArcFace heads.
-        let full = DualBranchCnnConfig::default().init(150, 0, &dev);
+        let full = DualBranchCnnConfig::default().init(&LossConfig::default(), 150, 0, &dev);
         assert_eq!(count_params(&full), 2_540_978 + 132_536 + 512 * 150);
     }
 
     #[test]
     fn one_training_step_reaches_both_branches_through_every_loss() {
         let dev = Device::flex().autodiff();
-        let cfg = DualBranchCnnConfig {
-            seconds: 2.0,
-            ..Default::default()
-        };
+        let cfg = DualBranchCnnConfig { seconds: 2.0, ..Default::default() };
         cfg.validate().unwrap();
         let grads_of = |weights: [f64; 3]| {
-            let m = DualBranchCnnConfig {
-                loss_weights: weights,
-                ..cfg.clone()
-            }
-            .init(3, 1, &dev);
+            let m = cfg.init(&LossConfig { weights: weights.to_vec(), ..Default::default() }, 3, 1, &dev);
             let (loss, parts) = m.loss(&batch(&cfg, 3, &dev, true));
             assert!(loss.clone().into_scalar::<f32>().is_finite());
             let g = loss.backward();
-            let spec = m
-                .spectrum
-                .as_ref()
-                .unwrap()
-                .out
-                .weight
-                .grad(&g)
-                .map(|t| t.abs().sum().into_scalar::<f32>());
-            let gram = m
-                .spectrogram
-                .as_ref()
-                .unwrap()
-                .out
-                .weight
-                .grad(&g)
-                .map(|t| t.abs().sum().into_scalar::<f32>());
+            let spec = m.spectrum.as_ref().unwrap().out.weight.grad(&g).map(|t| t.abs().sum().into_scalar::<f32>());
+            let gram = m.spectrogram.as_ref().unwrap().out.weight.grad(&g).map(|t| t.abs().sum().into_scalar::<f32>());
             (spec.unwrap_or(0.0), gram.unwrap_or(0.0), parts.len())
         };
         let (s, g, n) = grads_of([1.0, 1.0, 1.0]);
@@ -696,16 +574,9 @@ mod tests {
     fn ablations_build() {
         let dev = Device::flex();
         for branches in [Branches::SpectrogramOnly, Branches::SpectrumOnly] {
-            let cfg = DualBranchCnnConfig {
-                seconds: 2.0,
-                branches,
-                ..Default::default()
-            };
-            let m = cfg.init(2, 0, &dev);
-            assert_eq!(
-                m.forward(&batch(&cfg, 2, &dev, false)).concat.dims(),
-                [2, 128]
-            );
+            let cfg = DualBranchCnnConfig { seconds: 2.0, branches, ..Default::default() };
+            let m = cfg.init(&LossConfig::default(), 2, 0, &dev);
+            assert_eq!(m.forward(&batch(&cfg, 2, &dev, false)).concat.dims(), [2, 128]);
             assert!(m.head_spectrum.is_none() && m.head_spectrogram.is_none());
         }
         let _ = TensorData::new(vec![0.0f32], [1]);

@@ -33,11 +33,7 @@ fn default_margin() -> f64 {
 
 impl Default for ArcFaceConfig {
     fn default() -> Self {
-        ArcFaceConfig {
-            scale: default_scale(),
-            margin: default_margin(),
-            easy_margin: false,
-        }
+        ArcFaceConfig { scale: default_scale(), margin: default_margin(), easy_margin: false }
     }
 }
 
@@ -46,12 +42,7 @@ impl ArcFaceConfig {
     pub fn init(&self, dim: usize, classes: usize, device: &Device) -> ArcFace {
         let bound = (6.0 / (dim + classes) as f64).sqrt();
         let w = Tensor::<2>::random([dim, classes], Distribution::Uniform(-bound, bound), device);
-        ArcFace {
-            weight: Param::from_tensor(w),
-            scale: self.scale,
-            margin: self.margin,
-            easy_margin: self.easy_margin,
-        }
+        ArcFace { weight: Param::from_tensor(w), scale: self.scale, margin: self.margin, easy_margin: self.easy_margin }
     }
 }
 
@@ -85,9 +76,7 @@ impl ArcFace {
         let cos = self.cosine(x);
         let [_, c] = cos.dims();
         let m = self.margin;
-        let sin = (cos.clone().powi_scalar(2) * -1.0 + 1.0)
-            .clamp(0.0, 1.0)
-            .sqrt();
+        let sin = (cos.clone().powi_scalar(2) * -1.0 + 1.0).clamp(0.0, 1.0).sqrt();
         let phi = cos.clone() * m.cos() - sin * m.sin();
         let phi = if self.easy_margin {
             phi.mask_where(cos.clone().lower_equal_elem(0.0), cos.clone())

@@ -14,9 +14,7 @@ pub struct LinearClassifier {
 
 impl LinearClassifier {
     pub fn new(dim: usize, classes: usize, device: &Device) -> Self {
-        LinearClassifier {
-            fc: LinearConfig::new(dim, classes).init(device),
-        }
+        LinearClassifier { fc: LinearConfig::new(dim, classes).init(device) }
     }
 
     /// (logits [B, C], mean cross-entropy).

@@ -2,7 +2,9 @@
 
 pub mod arcface;
 pub mod classifier;
+pub mod loss;
 pub mod util;
 
 pub use arcface::{ArcFace, ArcFaceConfig};
 pub use classifier::LinearClassifier;
+pub use loss::LossConfig;

@@ -17,12 +17,7 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
 
 /// Row-wise L2 normalisation with PyTorch's `F.normalize` floor (1e-12).
 pub fn l2_normalize<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    let n = x
-        .clone()
-        .powi_scalar(2)
-        .sum_dim(dim)
-        .sqrt()
-        .clamp_min(1e-12);
+    let n = x.clone().powi_scalar(2).sum_dim(dim).sqrt().clamp_min(1e-12);
     x / n
 }
 
@@ -34,20 +29,14 @@ pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
 
 /// Reads a float tensor back as f32 values.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .expect("float tensor")
+    t.into_data().try_into_vec_as::<f32>().expect("float tensor")
 }
 
 /// Builds a module deterministically: burn's CPU backends draw initial
 /// weights from one process-wide generator, lazily, at first use. Seeding,
 /// building and touching every parameter under one lock makes the weights a
 /// function of `seed` alone, even when other threads build models too.
-pub fn seeded_init<M: burn::module::Module>(
-    device: &Device,
-    seed: u64,
-    build: impl FnOnce() -> M,
-) -> M {
+pub fn seeded_init<M: burn::module::Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);

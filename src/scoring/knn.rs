@@ -47,12 +47,7 @@ fn one() -> usize {
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        KnnConfig {
-            k: 1,
-            metric: KnnMetric::Cosine,
-            smote: None,
-            domain_znorm: false,
-        }
+        KnnConfig { k: 1, metric: KnnMetric::Cosine, smote: None, domain_znorm: false }
     }
 }
 
@@ -75,13 +70,7 @@ fn normalize64(v: &[f64]) -> Vec<f64> {
 
 /// Gram matrix `a · bᵀ` (rows of a by rows of b), one parallel matrix product.
 pub fn gram(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    a.par_iter()
-        .map(|x| {
-            b.iter()
-                .map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum())
-                .collect()
-        })
-        .collect()
+    a.par_iter().map(|x| b.iter().map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum()).collect()).collect()
 }
 
 /// A fitted kNN scorer for one machine type.
@@ -90,6 +79,8 @@ pub struct KnnScorer {
     cfg: KnnConfig,
     source: Bank,
     target: Bank,
+    /// Real (not SMOTE) target rows at the start of the target bank.
+    n_target_real: usize,
 }
 
 /// Per-clip scores with the per-domain parts.
@@ -102,12 +93,7 @@ pub struct KnnScores {
 
 impl KnnScorer {
     /// Fits the banks. `seed` drives SMOTE.
-    pub fn fit(
-        cfg: &KnnConfig,
-        source: &[Vec<f32>],
-        target: &[Vec<f32>],
-        seed: u64,
-    ) -> Result<KnnScorer> {
+    pub fn fit(cfg: &KnnConfig, source: &[Vec<f32>], target: &[Vec<f32>], seed: u64) -> Result<KnnScorer> {
         if cfg.k == 0 {
             bail!("kNN k must be at least 1");
         }
@@ -122,25 +108,17 @@ impl KnnScorer {
         if let Some(bad) = source.iter().chain(target).find(|r| r.len() != dim) {
             bail!("embedding dimensions differ ({dim} vs {})", bad.len());
         }
-        if source
-            .iter()
-            .chain(target)
-            .flatten()
-            .any(|v| !v.is_finite())
-        {
+        if source.iter().chain(target).flatten().any(|v| !v.is_finite()) {
             bail!("training embeddings contain NaN or infinite values");
         }
         let source: Vec<Vec<f64>> = source.iter().map(|r| normalize(r)).collect();
         let mut target: Vec<Vec<f64>> = target.iter().map(|r| normalize(r)).collect();
+        let n_target_real = target.len();
         if let Some(s) = &cfg.smote {
             let synth = smote::oversample(&target, source.len(), s, seed)?;
             target.extend(synth.iter().map(|r| normalize64(r)));
         }
-        Ok(KnnScorer {
-            cfg: cfg.clone(),
-            source: Bank { rows: source },
-            target: Bank { rows: target },
-        })
+        Ok(KnnScorer { cfg: cfg.clone(), source: Bank { rows: source }, target: Bank { rows: target }, n_target_real })
     }
 
     /// Target bank size after SMOTE.
@@ -162,21 +140,45 @@ impl KnnScorer {
             znorm(&mut t);
         }
         let score = s.iter().zip(&t).map(|(a, b)| a.min(*b)).collect();
-        Ok(KnnScores {
-            source: s_raw,
-            target: t_raw,
-            score,
-        })
+        Ok(KnnScores { source: s_raw, target: t_raw, score })
+    }
+
+    /// Scores of the training clips themselves, each left out of its own
+    /// bank (a clip's nearest neighbour would otherwise be itself): the
+    /// distribution the decision threshold is fitted on. Order: source rows,
+    /// then the real target rows. Not z-normalised.
+    pub fn train_scores(&self) -> Vec<f64> {
+        let src = &self.source.rows;
+        let tgt = &self.target.rows[..self.n_target_real];
+        let s_self = self.bank_scores_excluding(src, &self.source, true);
+        let s_other = self.bank_scores_excluding(src, &self.target, false);
+        let t_other = self.bank_scores_excluding(tgt, &self.source, false);
+        let t_self = self.bank_scores_excluding(tgt, &self.target, true);
+        let mut out: Vec<f64> = s_self.iter().zip(&s_other).map(|(a, b)| a.min(*b)).collect();
+        out.extend(t_other.iter().zip(&t_self).map(|(a, b)| a.min(*b)));
+        out
     }
 
     fn bank_scores(&self, test: &[Vec<f64>], bank: &Bank) -> Vec<f64> {
-        let k = self.cfg.k.min(bank.rows.len());
+        self.bank_scores_excluding(test, bank, false)
+    }
+
+    /// kNN distances; with `skip_self`, query i ignores bank row i.
+    fn bank_scores_excluding(&self, test: &[Vec<f64>], bank: &Bank, skip_self: bool) -> Vec<f64> {
+        let avail = bank.rows.len() - skip_self as usize;
+        if avail == 0 {
+            return vec![f64::INFINITY; test.len()];
+        }
+        let k = self.cfg.k.min(avail);
         gram(test, &bank.rows)
             .into_iter()
-            .map(|sims| {
+            .enumerate()
+            .map(|(i, sims)| {
                 let mut d: Vec<f64> = sims
                     .into_iter()
-                    .map(|c| match self.cfg.metric {
+                    .enumerate()
+                    .filter(|(j, _)| !(skip_self && *j == i))
+                    .map(|(_, c)| match self.cfg.metric {
                         KnnMetric::Cosine => 1.0 - c,
                         KnnMetric::Chord => (2.0 - 2.0 * c).max(0.0).sqrt() / 2.0,
                     })

@@ -34,10 +34,7 @@ fn default_k() -> usize {
 
 impl Default for SmoteConfig {
     fn default() -> Self {
-        SmoteConfig {
-            ratio: default_ratio(),
-            k_neighbors: default_k(),
-        }
+        SmoteConfig { ratio: default_ratio(), k_neighbors: default_k() }
     }
 }
 
@@ -53,10 +50,8 @@ pub struct Draw {
 pub fn neighbours(rows: &[Vec<f64>], k: usize) -> Vec<Vec<usize>> {
     (0..rows.len())
         .map(|i| {
-            let mut d: Vec<(f64, usize)> = (0..rows.len())
-                .filter(|&j| j != i)
-                .map(|j| (sq_dist(&rows[i], &rows[j]), j))
-                .collect();
+            let mut d: Vec<(f64, usize)> =
+                (0..rows.len()).filter(|&j| j != i).map(|j| (sq_dist(&rows[i], &rows[j]), j)).collect();
             d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             d.into_iter().take(k).map(|(_, j)| j).collect()
         })
@@ -79,12 +74,7 @@ pub fn interpolate(minority: &[Vec<f64>], draws: &[Draw]) -> Vec<Vec<f64>> {
 }
 
 /// Returns the synthetic minority rows (the originals are not repeated).
-pub fn oversample(
-    minority: &[Vec<f64>],
-    n_majority: usize,
-    cfg: &SmoteConfig,
-    seed: u64,
-) -> Result<Vec<Vec<f64>>> {
+pub fn oversample(minority: &[Vec<f64>], n_majority: usize, cfg: &SmoteConfig, seed: u64) -> Result<Vec<Vec<f64>>> {
     if !(cfg.ratio > 0.0 && cfg.ratio.is_finite()) {
         bail!("SMOTE ratio must be positive, got {}", cfg.ratio);
     }
@@ -97,10 +87,7 @@ pub fn oversample(
     }
     if minority.len() < 2 {
         // No neighbour to interpolate towards; imbalanced-learn refuses too.
-        bail!(
-            "SMOTE needs at least 2 target-domain clips, got {}",
-            minority.len()
-        );
+        bail!("SMOTE needs at least 2 target-domain clips, got {}", minority.len());
     }
     // imbalanced-learn errors when k_neighbors >= n_minority; with only ten
     // target clips per machine we use every other clip instead.
@@ -111,11 +98,7 @@ pub fn oversample(
         .map(|_| {
             let idx = rng.random_range(0..minority.len() * k);
             let (row, col) = (idx / k, idx % k);
-            Draw {
-                row,
-                neighbour: nn[row][col],
-                u: rng.random::<f64>(),
-            }
+            Draw { row, neighbour: nn[row][col], u: rng.random::<f64>() }
         })
         .collect();
     Ok(interpolate(minority, &draws))
@@ -136,10 +119,7 @@ mod tests {
         for r in oversample(&minority, 990, &cfg, 3).unwrap() {
             assert!((0.0..=2.0).contains(&r[0]) && r[1] == 1.0);
         }
-        assert_eq!(
-            oversample(&minority, 990, &cfg, 3).unwrap(),
-            oversample(&minority, 990, &cfg, 3).unwrap()
-        );
+        assert_eq!(oversample(&minority, 990, &cfg, 3).unwrap(), oversample(&minority, 990, &cfg, 3).unwrap());
         assert!(oversample(&minority[..1], 990, &cfg, 0).is_err());
     }
 }

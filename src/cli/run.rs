@@ -1,0 +1,131 @@
+//! `asd train`, `asd score` and `asd run`: experiments end to end.
+
+use crate::backend::BackendName;
+use crate::experiment::Experiment;
+use crate::metrics::official::Report;
+use crate::pipeline::{self, TrainOptions};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Options shared by the experiment verbs.
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// Experiment file (JSON; may `extends` another).
+    pub experiment: PathBuf,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendName::Flex)]
+    pub backend: BackendName,
+    /// Override a field, e.g. `--set train.max_steps=200` (repeatable; JSON values).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub overrides: Vec<String>,
+    /// Folder holding the run folders.
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(about = "Train an experiment's model (checkpoints go to checkpoints/<name>/)")]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub exp: ExperimentArgs,
+    /// Continue from the run's `last` checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many optimizer steps in this session (resume later).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    about = "Score test clips with a trained model; writes the official submission CSVs and evaluates them when labels are known"
+)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub exp: ExperimentArgs,
+    /// Output folder (default: checkpoints/<name>/scores).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(about = "Train (or resume) then score and evaluate an experiment")]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub exp: ExperimentArgs,
+    /// Continue an interrupted run.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+fn prepare(a: &ExperimentArgs) -> Result<pipeline::Prepared> {
+    let exp = Experiment::load(&a.experiment, &a.overrides)?;
+    pipeline::prepare(exp, &a.checkpoints)
+}
+
+pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
+    let p = prepare(&a.exp)?;
+    say(
+        quiet,
+        &format!(
+            "training {} on {} clips ({} classes), backend {}",
+            p.exp.name,
+            p.train_clips().len(),
+            p.labels.len(),
+            a.exp.backend
+        ),
+    );
+    pipeline::train(&p, a.exp.backend, &TrainOptions { resume: a.resume, quiet, stop_after: a.stop_after })?;
+    say(quiet, &format!("checkpoints in {}", p.run.root.display()));
+    Ok(())
+}
+
+/// Scores with the run's saved model configuration: the experiment file
+/// may change the scoring section, not what was trained.
+pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
+    let current = Experiment::load(&a.exp.experiment, &a.exp.overrides)?;
+    let run = current.run_dir(&a.exp.checkpoints);
+    let mut exp = Experiment::load_resolved(&run.join("config.json"))?;
+    exp.scoring = current.scoring;
+    exp.data.root = current.data.root;
+    let p = pipeline::prepare(exp, &a.exp.checkpoints)?;
+    let out = pipeline::score(&p, a.exp.backend, a.out.as_deref(), quiet)?;
+    say(quiet, &format!("submission files in {}", out.dir.display()));
+    if let Some(r) = out.report {
+        print_report(&r);
+    }
+    Ok(())
+}
+
+pub fn run(a: RunArgs, quiet: bool) -> Result<()> {
+    let p = prepare(&a.exp)?;
+    let trained = p.run.last().join("state.json").exists();
+    if !trained || a.resume {
+        pipeline::train(&p, a.exp.backend, &TrainOptions { resume: a.resume && trained, quiet, stop_after: None })?;
+    } else {
+        say(quiet, &format!("{} is already trained; scoring it", p.run.root.display()));
+    }
+    let out = pipeline::score(&p, a.exp.backend, None, quiet)?;
+    say(quiet, &format!("submission files in {}", out.dir.display()));
+    if let Some(r) = out.report {
+        print_report(&r);
+    }
+    Ok(())
+}
+
+fn say(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("{msg}");
+    }
+}
+
+/// A short per-machine table on stdout.
+pub fn print_report(r: &Report) {
+    println!("{:<16} {:>8} {:>8} {:>8}", "machine", "AUC-s", "AUC-t", "pAUC");
+    for m in pipeline::ordered_machines(r) {
+        let x = &r.machines[&m];
+        println!("{:<16} {:>8.4} {:>8.4} {:>8.4}", m, x.auc_source, x.auc_target, x.pauc);
+    }
+    println!("official score (hmean): {:.4}", r.official_score);
+}

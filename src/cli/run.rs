@@ -60,6 +60,7 @@ pub struct RunArgs {
 }
 
 fn prepare(a: &ExperimentArgs) -> Result<pipeline::Prepared> {
+    crate::backend::device(a.backend)?;
     let exp = Experiment::load(&a.experiment, &a.overrides)?;
     pipeline::prepare(exp, &a.checkpoints)
 }
@@ -84,6 +85,7 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
 /// Scores with the run's saved model configuration: the experiment file
 /// may change the scoring section, not what was trained.
 pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
+    crate::backend::device(a.exp.backend)?;
     let current = Experiment::load(&a.exp.experiment, &a.exp.overrides)?;
     let run = current.run_dir(&a.exp.checkpoints);
     let mut exp = Experiment::load_resolved(&run.join("config.json"))?;

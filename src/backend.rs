@@ -26,12 +26,7 @@ pub enum BackendName {
 }
 
 impl BackendName {
-    pub const ALL: [BackendName; 4] = [
-        BackendName::Flex,
-        BackendName::Ndarray,
-        BackendName::Wgpu,
-        BackendName::Cuda,
-    ];
+    pub const ALL: [BackendName; 4] = [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu, BackendName::Cuda];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -71,11 +66,7 @@ pub fn device(name: BackendName) -> Result<Device> {
         bail!(
             "backend '{name}' is not compiled into this binary; rebuild with \
              `cargo build --release --features {name}` (compiled in: {})",
-            BackendName::compiled()
-                .iter()
-                .map(|b| b.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            BackendName::compiled().iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
     Ok(match name {

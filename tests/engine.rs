@@ -6,9 +6,7 @@ use anyhow::Result;
 use asd::nn::util::{labels_tensor, seeded_init};
 use asd::nn::{ArcFace, ArcFaceConfig};
 use asd::train::checkpoint::{self, tensors};
-use asd::train::{
-    AdamW, CosineWarmupRestarts, RunDir, RunOptions, StepOutput, Task, TrainConfig, fit,
-};
+use asd::train::{AdamW, CosineWarmupRestarts, RunDir, RunOptions, StepOutput, Task, TrainConfig, fit};
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -40,19 +38,9 @@ struct Toy {
 impl Toy {
     fn new(n: usize) -> Toy {
         let mut r = asd::util::rng::stream(5, &[1]);
-        let centres: Vec<Vec<f32>> = (0..4)
-            .map(|_| (0..16).map(|_| r.random::<f32>() * 2.0 - 1.0).collect())
-            .collect();
+        let centres: Vec<Vec<f32>> = (0..4).map(|_| (0..16).map(|_| r.random::<f32>() * 2.0 - 1.0).collect()).collect();
         let y: Vec<usize> = (0..n).map(|i| i % 4).collect();
-        let x = y
-            .iter()
-            .map(|&c| {
-                centres[c]
-                    .iter()
-                    .map(|v| v + 0.3 * (r.random::<f32>() - 0.5))
-                    .collect()
-            })
-            .collect();
+        let x = y.iter().map(|&c| centres[c].iter().map(|v| v + 0.3 * (r.random::<f32>() - 0.5)).collect()).collect();
         Toy { x, y, use_bn: true }
     }
 }
@@ -76,10 +64,7 @@ impl Task for Toy {
             h = m.bn.forward(h);
         }
         let out = m.head.forward(h, labels_tensor(&y, &m.fc.weight.device()));
-        StepOutput {
-            loss: out.loss,
-            logs: vec![],
-        }
+        StepOutput { loss: out.loss, logs: vec![] }
     }
 }
 
@@ -88,11 +73,7 @@ fn cfg(steps: u64) -> TrainConfig {
         batch_size: 8,
         grad_accum: 2,
         max_steps: steps,
-        optimizer: AdamW {
-            weight_decay: 1e-5,
-            beta2: 0.98,
-            ..AdamW::default()
-        },
+        optimizer: AdamW { weight_decay: 1e-5, beta2: 0.98, ..AdamW::default() },
         schedule: Some(CosineWarmupRestarts {
             first_cycle_steps: 10,
             cycle_mult: 1.0,
@@ -112,25 +93,14 @@ fn cfg(steps: u64) -> TrainConfig {
 }
 
 fn opts<'a>(resume: bool, stop_after: Option<u64>) -> RunOptions<'a, Net> {
-    RunOptions {
-        seed: 3,
-        resume,
-        quiet: true,
-        stop_after,
-        validator: None,
-    }
+    RunOptions { seed: 3, resume, quiet: true, stop_after, validator: None }
 }
 
 fn losses(run: &RunDir) -> Vec<f64> {
     std::fs::read_to_string(run.metrics())
         .unwrap()
         .lines()
-        .filter_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()?
-                .get("loss")?
-                .as_f64()
-        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64())
         .collect()
 }
 
@@ -139,38 +109,16 @@ fn loss_decreases_and_runs_are_reproducible() {
     let dev = Device::flex().autodiff();
     let task = Toy::new(64);
     let d = tempfile::tempdir().unwrap();
-    let (r1, r2) = (
-        RunDir::new(d.path().join("a")),
-        RunDir::new(d.path().join("b")),
-    );
+    let (r1, r2) = (RunDir::new(d.path().join("a")), RunDir::new(d.path().join("b")));
     std::fs::create_dir_all(&r1.root).unwrap();
     std::fs::create_dir_all(&r2.root).unwrap();
-    let m1 = fit(
-        &task,
-        Net::new(&dev),
-        &cfg(30),
-        &r1,
-        &dev,
-        opts(false, None),
-    )
-    .unwrap();
-    let m2 = fit(
-        &task,
-        Net::new(&dev),
-        &cfg(30),
-        &r2,
-        &dev,
-        opts(false, None),
-    )
-    .unwrap();
+    let m1 = fit(&task, Net::new(&dev), &cfg(30), &r1, &dev, opts(false, None)).unwrap();
+    let m2 = fit(&task, Net::new(&dev), &cfg(30), &r2, &dev, opts(false, None)).unwrap();
     let l = losses(&r1);
     assert_eq!(l.len(), 30);
     let first: f64 = l[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = l[27..].iter().sum::<f64>() / 3.0;
-    assert!(
-        last < 0.5 * first,
-        "loss did not go down: {first} -> {last}"
-    );
+    assert!(last < 0.5 * first, "loss did not go down: {first} -> {last}");
     assert_eq!(tensors(&m1), tensors(&m2), "same seed, different weights");
     assert_eq!(losses(&r1), losses(&r2));
     // `last` holds the final weights.
@@ -183,46 +131,15 @@ fn resume_is_bit_exact() {
     let dev = Device::flex().autodiff();
     let task = Toy::new(40);
     let d = tempfile::tempdir().unwrap();
-    let (full, split) = (
-        RunDir::new(d.path().join("full")),
-        RunDir::new(d.path().join("split")),
-    );
+    let (full, split) = (RunDir::new(d.path().join("full")), RunDir::new(d.path().join("split")));
     std::fs::create_dir_all(&full.root).unwrap();
     std::fs::create_dir_all(&split.root).unwrap();
-    let whole = fit(
-        &task,
-        Net::new(&dev),
-        &cfg(14),
-        &full,
-        &dev,
-        opts(false, None),
-    )
-    .unwrap();
-    fit(
-        &task,
-        Net::new(&dev),
-        &cfg(14),
-        &split,
-        &dev,
-        opts(false, Some(5)),
-    )
-    .unwrap();
+    let whole = fit(&task, Net::new(&dev), &cfg(14), &full, &dev, opts(false, None)).unwrap();
+    fit(&task, Net::new(&dev), &cfg(14), &split, &dev, opts(false, Some(5))).unwrap();
     assert_eq!(checkpoint::read_state(&split.last()).unwrap().step, 5);
     // A fresh process would build a new model with fresh ids: do the same.
-    let resumed = fit(
-        &task,
-        Net::new(&dev),
-        &cfg(14),
-        &split,
-        &dev,
-        opts(true, None),
-    )
-    .unwrap();
-    assert_eq!(
-        tensors(&resumed),
-        tensors(&whole),
-        "resumed run differs from the uninterrupted one"
-    );
+    let resumed = fit(&task, Net::new(&dev), &cfg(14), &split, &dev, opts(true, None)).unwrap();
+    assert_eq!(tensors(&resumed), tensors(&whole), "resumed run differs from the uninterrupted one");
     assert_eq!(losses(&split), losses(&full));
 }
 
@@ -234,10 +151,7 @@ fn accumulation_equals_one_large_batch() {
     let mut task = Toy::new(48);
     task.use_bn = false;
     let d = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        RunDir::new(d.path().join("a")),
-        RunDir::new(d.path().join("b")),
-    );
+    let (a, b) = (RunDir::new(d.path().join("a")), RunDir::new(d.path().join("b")));
     std::fs::create_dir_all(&a.root).unwrap();
     std::fs::create_dir_all(&b.root).unwrap();
     let mut c1 = cfg(1);
@@ -253,11 +167,7 @@ fn accumulation_equals_one_large_batch() {
     let (t1, t2) = (tensors(&m1), tensors(&m2));
     for (k, (_, v1)) in &t1 {
         let v2 = &t2[k].1;
-        let diff = v1
-            .iter()
-            .zip(v2)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
+        let diff = v1.iter().zip(v2).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
         assert!(diff < 1e-6, "{k}: accumulated update differs by {diff}");
     }
 }
@@ -283,15 +193,11 @@ fn checkpoint_average_is_elementwise_mean() {
     let dev = Device::flex();
     let d = tempfile::tempdir().unwrap();
     let a = Net::new(&dev);
-    let b = Net {
-        fc: seeded_init(&dev, 99, || LinearConfig::new(16, 8).init(&dev)),
-        ..Net::new(&dev)
-    };
+    let b = Net { fc: seeded_init(&dev, 99, || LinearConfig::new(16, 8).init(&dev)), ..Net::new(&dev) };
     let state = asd::train::TrainState::default();
     checkpoint::save(&d.path().join("a"), &a, None, &state).unwrap();
     checkpoint::save(&d.path().join("b"), &b, None, &state).unwrap();
-    let avg =
-        checkpoint::average(Net::new(&dev), &[d.path().join("a"), d.path().join("b")]).unwrap();
+    let avg = checkpoint::average(Net::new(&dev), &[d.path().join("a"), d.path().join("b")]).unwrap();
     let (ta, tb, tm) = (tensors(&a), tensors(&b), tensors(&avg));
     for (k, (_, v)) in &tm {
         for i in 0..v.len() {

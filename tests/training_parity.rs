@@ -38,10 +38,7 @@ fn close(got: &[f32], want: &[f64], rel: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let tol = rel * w.abs().max(1.0);
-        assert!(
-            ((*g as f64) - w).abs() <= tol,
-            "{what}[{i}]: got {g}, want {w}"
-        );
+        assert!(((*g as f64) - w).abs() <= tol, "{what}[{i}]: got {g}, want {w}");
     }
 }
 
@@ -50,12 +47,7 @@ fn arcface_values_and_gradients_match_reference() {
     let fx = json("shared/losses/arcface.json");
     let x = matrix(&fx["x"]);
     let w = matrix(&fx["W_DxC"]);
-    let y: Vec<usize> = fx["y"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let y: Vec<usize> = fx["y"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     let (b, d, c) = (x.len(), w.len(), w[0].len());
     let dev = Device::flex().autodiff();
     for case in fx["arcface"].as_array().unwrap() {
@@ -66,47 +58,18 @@ fn arcface_values_and_gradients_match_reference() {
         };
         let name = case["name"].as_str().unwrap();
         let mut head: ArcFace = cfg.init(d, c, &dev);
-        head.weight =
-            Param::from_tensor(Tensor::from_data(TensorData::new(flat(&w), [d, c]), &dev));
+        head.weight = Param::from_tensor(Tensor::from_data(TensorData::new(flat(&w), [d, c]), &dev));
         let xt = Tensor::<2>::from_data(TensorData::new(flat(&x), [b, d]), &dev).require_grad();
         let out = head.forward(xt.clone(), labels_tensor(&y, &dev));
-        close(
-            &to_vec(out.cos.clone()),
-            &matrix(&case["cos"]).concat(),
-            1e-5,
-            &format!("{name} cos"),
-        );
-        close(
-            &to_vec(out.logits.clone()),
-            &matrix(&case["logits"]).concat(),
-            1e-4,
-            &format!("{name} logits"),
-        );
-        close(
-            &to_vec(out.loss.clone()),
-            &[case["loss_mean"].as_f64().unwrap()],
-            1e-5,
-            &format!("{name} loss"),
-        );
-        if case
-            .get("grad_x_of_loss_mean")
-            .is_some_and(|g| !g.is_null())
-        {
+        close(&to_vec(out.cos.clone()), &matrix(&case["cos"]).concat(), 1e-5, &format!("{name} cos"));
+        close(&to_vec(out.logits.clone()), &matrix(&case["logits"]).concat(), 1e-4, &format!("{name} logits"));
+        close(&to_vec(out.loss.clone()), &[case["loss_mean"].as_f64().unwrap()], 1e-5, &format!("{name} loss"));
+        if case.get("grad_x_of_loss_mean").is_some_and(|g| !g.is_null()) {
             let grads = out.loss.backward();
             let gx = to_vec(xt.grad(&grads).unwrap());
             let gw = to_vec(head.weight.grad(&grads).unwrap());
-            close(
-                &gx,
-                &matrix(&case["grad_x_of_loss_mean"]).concat(),
-                1e-5,
-                &format!("{name} grad x"),
-            );
-            close(
-                &gw,
-                &matrix(&case["grad_W_of_loss_mean"]).concat(),
-                1e-5,
-                &format!("{name} grad W"),
-            );
+            close(&gx, &matrix(&case["grad_x_of_loss_mean"]).concat(), 1e-5, &format!("{name} grad x"));
+            close(&gw, &matrix(&case["grad_W_of_loss_mean"]).concat(), 1e-5, &format!("{name} grad W"));
         }
     }
 }

@@ -17,11 +17,9 @@ impl Progress {
         }
         let bar = ProgressBar::new(len);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(250));

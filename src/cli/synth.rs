@@ -17,9 +17,7 @@ pub enum SetArg {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    about = "Generate synthetic machine sounds in the exact DCASE 2024 Task 2 layout and file names"
-)]
+#[command(about = "Generate synthetic machine sounds in the exact DCASE 2024 Task 2 layout and file names")]
 pub struct SynthArgs {
     /// Data root to write (dev_data/ or eval_data/ is created inside).
     #[arg(long)]
@@ -63,11 +61,8 @@ pub fn run(a: SynthArgs, quiet: bool) -> Result<()> {
         test_per_cell: a.test_per_cell,
         seconds: a.seconds,
     };
-    let n_machines = if cfg.machines.is_empty() {
-        crate::data::machines::of_set(set).len()
-    } else {
-        cfg.machines.len()
-    };
+    let n_machines =
+        if cfg.machines.is_empty() { crate::data::machines::of_set(set).len() } else { cfg.machines.len() };
     let total = n_machines * (cfg.train_source + cfg.train_target + 4 * cfg.test_per_cell);
     let bar = Progress::new(total as u64, "synth", quiet);
     let report = synth::generate(&cfg, &|| bar.inc(1))?;
@@ -81,10 +76,7 @@ pub fn run(a: SynthArgs, quiet: bool) -> Result<()> {
             a.out.join(set.dir_name()).display()
         );
         if set == DataSet::Eval {
-            eprintln!(
-                "ground truth: {}",
-                synth::ground_truth_dir(&a.out).display()
-            );
+            eprintln!("ground truth: {}", synth::ground_truth_dir(&a.out).display());
         }
     }
     Ok(())

@@ -31,10 +31,7 @@ pub struct Clip {
 impl Clip {
     /// The bare file name, as submissions and ground truth name the clip.
     pub fn file_name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     pub fn domain(&self) -> Option<Domain> {
@@ -88,17 +85,10 @@ impl Dataset {
                 if machines.is_some_and(|ms| !ms.contains(&machine)) {
                     continue;
                 }
-                machines::lookup(&machine)
-                    .with_context(|| format!("in {}", raw.join(&machine).display()))?;
+                machines::lookup(&machine).with_context(|| format!("in {}", raw.join(&machine).display()))?;
                 found_machines.push(machine.clone());
                 for split in [Split::Train, Split::Test] {
-                    scan_folder(
-                        &raw.join(&machine).join(split.as_str()),
-                        &machine,
-                        set,
-                        split,
-                        &mut clips,
-                    )?;
+                    scan_folder(&raw.join(&machine).join(split.as_str()), &machine, set, split, &mut clips)?;
                 }
             }
         }
@@ -111,34 +101,15 @@ impl Dataset {
             }
         }
         if clips.is_empty() {
-            let wanted: Vec<_> = sets
-                .iter()
-                .map(|s| format!("{}/raw/<machine>/", s.dir_name()))
-                .collect();
-            bail!(
-                "no clips found under {} (expected {})",
-                root.display(),
-                wanted.join(" or ")
-            );
+            let wanted: Vec<_> = sets.iter().map(|s| format!("{}/raw/<machine>/", s.dir_name())).collect();
+            bail!("no clips found under {} (expected {})", root.display(), wanted.join(" or "));
         }
         // Official machine order, then folder, then file name.
-        let order = |m: &str| {
-            machines::MACHINES
-                .iter()
-                .position(|i| i.name == m)
-                .unwrap_or(usize::MAX)
-        };
+        let order = |m: &str| machines::MACHINES.iter().position(|i| i.name == m).unwrap_or(usize::MAX);
         clips.sort_by(|a, b| {
-            (order(&a.machine), a.split, a.file_name()).cmp(&(
-                order(&b.machine),
-                b.split,
-                b.file_name(),
-            ))
+            (order(&a.machine), a.split, a.file_name()).cmp(&(order(&b.machine), b.split, b.file_name()))
         });
-        Ok(Dataset {
-            root: root.to_path_buf(),
-            clips,
-        })
+        Ok(Dataset { root: root.to_path_buf(), clips })
     }
 
     /// Machine types present, in the official order.
@@ -153,14 +124,8 @@ impl Dataset {
     }
 
     /// Clips of one machine type and folder, sorted by file name.
-    pub fn clips<'a>(
-        &'a self,
-        machine: &'a str,
-        split: Split,
-    ) -> impl Iterator<Item = &'a Clip> + 'a {
-        self.clips
-            .iter()
-            .filter(move |c| c.machine == machine && c.split == split)
+    pub fn clips<'a>(&'a self, machine: &'a str, split: Split) -> impl Iterator<Item = &'a Clip> + 'a {
+        self.clips.iter().filter(move |c| c.machine == machine && c.split == split)
     }
 
     /// Per-machine counts by domain and label.
@@ -171,18 +136,10 @@ impl Dataset {
             match (c.split, c.name.domain, c.name.label) {
                 (Split::Train, Some(Domain::Source), _) => e.train_source += 1,
                 (Split::Train, Some(Domain::Target), _) => e.train_target += 1,
-                (Split::Test, Some(Domain::Source), Some(Label::Normal)) => {
-                    e.test_source_normal += 1
-                }
-                (Split::Test, Some(Domain::Source), Some(Label::Anomaly)) => {
-                    e.test_source_anomaly += 1
-                }
-                (Split::Test, Some(Domain::Target), Some(Label::Normal)) => {
-                    e.test_target_normal += 1
-                }
-                (Split::Test, Some(Domain::Target), Some(Label::Anomaly)) => {
-                    e.test_target_anomaly += 1
-                }
+                (Split::Test, Some(Domain::Source), Some(Label::Normal)) => e.test_source_normal += 1,
+                (Split::Test, Some(Domain::Source), Some(Label::Anomaly)) => e.test_source_anomaly += 1,
+                (Split::Test, Some(Domain::Target), Some(Label::Normal)) => e.test_target_normal += 1,
+                (Split::Test, Some(Domain::Target), Some(Label::Anomaly)) => e.test_target_anomaly += 1,
                 _ => e.test_unlabelled += 1,
             }
         }
@@ -190,13 +147,7 @@ impl Dataset {
     }
 }
 
-fn scan_folder(
-    dir: &Path,
-    machine: &str,
-    set: DataSet,
-    split: Split,
-    out: &mut Vec<Clip>,
-) -> Result<()> {
+fn scan_folder(dir: &Path, machine: &str, set: DataSet, split: Split, out: &mut Vec<Clip>) -> Result<()> {
     if !dir.is_dir() {
         return Ok(());
     }
@@ -215,13 +166,7 @@ fn scan_folder(
                 named.map_or("anonymised test clip".to_string(), |s| format!("{s} clip"))
             ),
         }
-        out.push(Clip {
-            path,
-            machine: machine.to_string(),
-            set,
-            split,
-            name,
-        });
+        out.push(Clip { path, machine: machine.to_string(), set, split, name });
     }
     Ok(())
 }
@@ -242,9 +187,7 @@ mod tests {
         touch(&r.join("dev_data/raw/fan/train/section_00_source_train_normal_0001_n_A.wav"));
         touch(&r.join("dev_data/raw/fan/train/section_00_target_train_normal_0001_n_X.wav"));
         touch(&r.join("dev_data/raw/fan/test/section_00_target_test_anomaly_0001_n_X.wav"));
-        touch(&r.join(
-            "dev_data/raw/ToyCar/test/section_00_source_test_normal_0001_car_A1_spd_28V_mic_1.wav",
-        ));
+        touch(&r.join("dev_data/raw/ToyCar/test/section_00_source_test_normal_0001_car_A1_spd_28V_mic_1.wav"));
         touch(&r.join("dev_data/raw/ToyCar/attributes_00.csv"));
         touch(&r.join("eval_data/raw/Scanner/test/section_00_0001.wav"));
         let ds = Dataset::scan(r, &[DataSet::Dev, DataSet::Eval], None).unwrap();
@@ -266,37 +209,20 @@ mod tests {
         let r = d.path();
         touch(&r.join("dev_data/raw/fan/train/section_00_source_test_normal_0001_n_A.wav"));
         let e = format!("{:#}", Dataset::scan(r, &[DataSet::Dev], None).unwrap_err());
-        assert!(
-            e.contains("lies in the train folder but its name says test"),
-            "{e}"
-        );
+        assert!(e.contains("lies in the train folder but its name says test"), "{e}");
 
         let d2 = tempfile::tempdir().unwrap();
-        touch(
-            &d2.path()
-                .join("dev_data/raw/fan/test/section_00_sauce_test_normal_0001_n_A.wav"),
-        );
-        let e = format!(
-            "{:#}",
-            Dataset::scan(d2.path(), &[DataSet::Dev], None).unwrap_err()
-        );
+        touch(&d2.path().join("dev_data/raw/fan/test/section_00_sauce_test_normal_0001_n_A.wav"));
+        let e = format!("{:#}", Dataset::scan(d2.path(), &[DataSet::Dev], None).unwrap_err());
         assert!(e.contains("sauce") && e.contains("fan/test"), "{e}");
 
         let d3 = tempfile::tempdir().unwrap();
-        touch(
-            &d3.path()
-                .join("dev_data/raw/blender/test/section_00_0001.wav"),
-        );
-        let e = format!(
-            "{:#}",
-            Dataset::scan(d3.path(), &[DataSet::Dev], None).unwrap_err()
-        );
+        touch(&d3.path().join("dev_data/raw/blender/test/section_00_0001.wav"));
+        let e = format!("{:#}", Dataset::scan(d3.path(), &[DataSet::Dev], None).unwrap_err());
         assert!(e.contains("unknown machine type 'blender'"), "{e}");
 
         let d4 = tempfile::tempdir().unwrap();
-        let e = Dataset::scan(d4.path(), &[DataSet::Dev], None)
-            .unwrap_err()
-            .to_string();
+        let e = Dataset::scan(d4.path(), &[DataSet::Dev], None).unwrap_err().to_string();
         assert!(e.contains("no clips found"), "{e}");
     }
 }

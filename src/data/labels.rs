@@ -41,11 +41,7 @@ pub fn class_key(clip: &Clip, scheme: LabelScheme) -> Option<String> {
     let domain = clip.name.domain?;
     let with_domain = scheme == LabelScheme::MachineAttributeDomain || attrs == NO_ATTRIBUTE;
     Some(if with_domain {
-        let d = if domain == Domain::Source {
-            "source"
-        } else {
-            "target"
-        };
+        let d = if domain == Domain::Source { "source" } else { "target" };
         format!("{}###{attrs}###{d}", clip.machine)
     } else {
         format!("{}###{attrs}", clip.machine)
@@ -54,14 +50,8 @@ pub fn class_key(clip: &Clip, scheme: LabelScheme) -> Option<String> {
 
 impl LabelTable {
     /// Builds the table from (training) clips; classes are sorted by name.
-    pub fn build<'a>(
-        clips: impl IntoIterator<Item = &'a Clip>,
-        scheme: LabelScheme,
-    ) -> Result<LabelTable> {
-        let mut classes: Vec<String> = clips
-            .into_iter()
-            .filter_map(|c| class_key(c, scheme))
-            .collect();
+    pub fn build<'a>(clips: impl IntoIterator<Item = &'a Clip>, scheme: LabelScheme) -> Result<LabelTable> {
+        let mut classes: Vec<String> = clips.into_iter().filter_map(|c| class_key(c, scheme)).collect();
         classes.sort();
         classes.dedup();
         if classes.is_empty() {
@@ -82,12 +72,9 @@ impl LabelTable {
     pub fn index_of(&self, clip: &Clip) -> Result<usize> {
         let key = class_key(clip, self.scheme)
             .with_context(|| format!("{} has no attributes to label it by", clip.path.display()))?;
-        self.classes.binary_search(&key).map_err(|_| {
-            anyhow::anyhow!(
-                "{}: class '{key}' is not in the label table",
-                clip.path.display()
-            )
-        })
+        self.classes
+            .binary_search(&key)
+            .map_err(|_| anyhow::anyhow!("{}: class '{key}' is not in the label table", clip.path.display()))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -95,10 +82,9 @@ impl LabelTable {
     }
 
     pub fn load(path: &Path) -> Result<LabelTable> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let t: LabelTable = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid label table", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let t: LabelTable =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a valid label table", path.display()))?;
         if t.classes.windows(2).any(|w| w[0] >= w[1]) {
             bail!("{}: classes must be sorted and unique", path.display());
         }
@@ -128,35 +114,19 @@ mod tests {
             clip("fan", "section_00_source_train_normal_0001_n_A.wav"),
             clip("fan", "section_00_source_train_normal_0002_n_A.wav"),
             clip("fan", "section_00_target_train_normal_0001_n_X.wav"),
-            clip(
-                "gearbox",
-                "section_00_source_train_normal_0001_noAttribute.wav",
-            ),
-            clip(
-                "gearbox",
-                "section_00_target_train_normal_0001_noAttribute.wav",
-            ),
+            clip("gearbox", "section_00_source_train_normal_0001_noAttribute.wav"),
+            clip("gearbox", "section_00_target_train_normal_0001_noAttribute.wav"),
         ];
         let t = LabelTable::build(&clips, LabelScheme::MachineAttribute).unwrap();
         assert_eq!(
             t.classes,
-            [
-                "fan###n_A",
-                "fan###n_X",
-                "gearbox###noAttribute###source",
-                "gearbox###noAttribute###target"
-            ]
+            ["fan###n_A", "fan###n_X", "gearbox###noAttribute###source", "gearbox###noAttribute###target"]
         );
         assert_eq!(t.index_of(&clips[1]).unwrap(), 0);
         assert_eq!(t.index_of(&clips[4]).unwrap(), 3);
         let td = LabelTable::build(&clips, LabelScheme::MachineAttributeDomain).unwrap();
         assert_eq!(td.classes[0], "fan###n_A###source");
         let unknown = clip("fan", "section_00_target_train_normal_0003_n_Y.wav");
-        assert!(
-            t.index_of(&unknown)
-                .unwrap_err()
-                .to_string()
-                .contains("fan###n_Y")
-        );
+        assert!(t.index_of(&unknown).unwrap_err().to_string().contains("fan###n_Y"));
     }
 }

@@ -17,12 +17,8 @@ pub enum MachineGroup {
 }
 
 impl MachineGroup {
-    pub const ALL: [MachineGroup; 4] = [
-        MachineGroup::Stationary,
-        MachineGroup::NonStationary,
-        MachineGroup::Periodic,
-        MachineGroup::AperiodicImpulse,
-    ];
+    pub const ALL: [MachineGroup; 4] =
+        [MachineGroup::Stationary, MachineGroup::NonStationary, MachineGroup::Periodic, MachineGroup::AperiodicImpulse];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,12 +72,7 @@ pub struct MachineInfo {
 }
 
 const fn m(name: &'static str, set: DataSet, group: MachineGroup, concealed: bool) -> MachineInfo {
-    MachineInfo {
-        name,
-        set,
-        group,
-        concealed_attributes: concealed,
-    }
+    MachineInfo { name, set, group, concealed_attributes: concealed }
 }
 
 use DataSet::{Dev, Eval};
@@ -116,10 +107,7 @@ pub fn find(name: &str) -> Option<&'static MachineInfo> {
 pub fn lookup(name: &str) -> anyhow::Result<&'static MachineInfo> {
     find(name).ok_or_else(|| {
         let known: Vec<_> = MACHINES.iter().map(|m| m.name).collect();
-        anyhow::anyhow!(
-            "unknown machine type '{name}' (known: {})",
-            known.join(", ")
-        )
+        anyhow::anyhow!("unknown machine type '{name}' (known: {})", known.join(", "))
     })
 }
 
@@ -137,10 +125,7 @@ mod tests {
         let names = |g: MachineGroup| g.machines().map(|m| m.name).collect::<Vec<_>>();
         assert_eq!(names(Periodic), ["gearbox", "slider", "RoboticArm"]);
         assert_eq!(names(AperiodicImpulse), ["valve", "Scanner"]);
-        assert_eq!(
-            names(NonStationary),
-            ["ToyTrain", "ToyCircuit", "HoveringDrone"]
-        );
+        assert_eq!(names(NonStationary), ["ToyTrain", "ToyCircuit", "HoveringDrone"]);
         assert_eq!(names(Stationary).len(), 8);
         assert_eq!(of_set(Dev).len(), 7);
         assert_eq!(of_set(Eval).len(), 9);

@@ -110,10 +110,7 @@ impl ClipName {
             };
         }
         let Some(domain) = Domain::parse_token(tokens[2]) else {
-            return fail(format!(
-                "domain '{}' is neither source nor target",
-                tokens[2]
-            ));
+            return fail(format!("domain '{}' is neither source nor target", tokens[2]));
         };
         // RoboticArm ground-truth names omit the split token; they are test clips.
         let (split, rest) = match Split::parse_token(tokens[3]) {
@@ -122,16 +119,10 @@ impl ClipName {
             None => return fail(format!("split '{}' is neither train nor test", tokens[3])),
         };
         let Some(label) = rest.first().and_then(|t| Label::parse_token(t)) else {
-            return fail(format!(
-                "label '{}' is neither normal nor anomaly",
-                rest.first().unwrap_or(&"")
-            ));
+            return fail(format!("label '{}' is neither normal nor anomaly", rest.first().unwrap_or(&"")));
         };
         let Some(index) = rest.get(1).and_then(|t| parse_index(t)) else {
-            return fail(format!(
-                "'{}' is not a four-digit index",
-                rest.get(1).unwrap_or(&"")
-            ));
+            return fail(format!("'{}' is not a four-digit index", rest.get(1).unwrap_or(&"")));
         };
         if split == Split::Train && label == Label::Anomaly {
             return fail("training clips must be normal".into());
@@ -159,10 +150,7 @@ impl ClipName {
     pub fn file_name(&self) -> String {
         match (self.domain, self.split, self.label, &self.attributes) {
             (Some(d), Some(s), Some(l), Some(a)) => {
-                format!(
-                    "section_{}_{d}_{s}_{l}_{:04}_{a}.wav",
-                    self.section, self.index
-                )
+                format!("section_{}_{d}_{s}_{l}_{:04}_{a}.wav", self.section, self.index)
             }
             _ => format!("section_{}_{:04}.wav", self.section, self.index),
         }
@@ -183,14 +171,8 @@ impl ClipName {
             k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && k.chars().last().is_some_and(|c| c.is_ascii_alphabetic())
         };
-        let pairs: Vec<_> = t
-            .chunks(2)
-            .map(|c| (c[0].to_string(), c[1].to_string()))
-            .collect();
-        pairs
-            .iter()
-            .all(|(k, _)| looks_like_key(k))
-            .then_some(pairs)
+        let pairs: Vec<_> = t.chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+        pairs.iter().all(|(k, _)| looks_like_key(k)).then_some(pairs)
     }
 }
 
@@ -212,31 +194,13 @@ mod tests {
         assert_eq!(c.attributes.as_deref(), Some("car_B1_spd_31V_mic_1"));
         assert_eq!(
             c.attribute_pairs().unwrap(),
-            vec![
-                ("car".into(), "B1".into()),
-                ("spd".into(), "31V".into()),
-                ("mic".into(), "1".into())
-            ]
+            vec![("car".into(), "B1".into()), ("spd".into(), "31V".into()), ("mic".into(), "1".into())]
         );
         let t = p("section_00_target_test_anomaly_0050_pro_A_vel_4_loc_E.wav");
+        assert_eq!((t.domain, t.split, t.label), (Some(Domain::Target), Some(Split::Test), Some(Label::Anomaly)));
+        assert_eq!(p("section_00_target_train_normal_0010_n_X.wav").attributes.as_deref(), Some("n_X"));
         assert_eq!(
-            (t.domain, t.split, t.label),
-            (
-                Some(Domain::Target),
-                Some(Split::Test),
-                Some(Label::Anomaly)
-            )
-        );
-        assert_eq!(
-            p("section_00_target_train_normal_0010_n_X.wav")
-                .attributes
-                .as_deref(),
-            Some("n_X")
-        );
-        assert_eq!(
-            p("section_00_source_test_normal_0001_v1pat_A_v2pat_none.wav")
-                .attributes
-                .as_deref(),
+            p("section_00_source_test_normal_0001_v1pat_A_v2pat_none.wav").attributes.as_deref(),
             Some("v1pat_A_v2pat_none")
         );
         let g = p("section_00_source_train_normal_0123_noAttribute.wav");
@@ -256,40 +220,21 @@ mod tests {
         assert_eq!(r.attribute_pairs(), None);
         // BrushlessMotor test ground-truth names carry attributes; train names do not.
         assert_eq!(
-            p("section_00_source_test_anomaly_0049_spd1000_BckgC.wav")
-                .attributes
-                .as_deref(),
+            p("section_00_source_test_anomaly_0049_spd1000_BckgC.wav").attributes.as_deref(),
             Some("spd1000_BckgC")
         );
-        assert_eq!(
-            p("section_00_target_train_normal_0999_noAttribute.wav").index,
-            999
-        );
+        assert_eq!(p("section_00_target_train_normal_0999_noAttribute.wav").index, 999);
         // RoboticArm ground-truth list lacks the `_test_` token.
         let q = p("section_00_source_normal_0035_weight15_BckgF.wav");
-        assert_eq!(
-            (q.split, q.label, q.index),
-            (Some(Split::Test), Some(Label::Normal), 35)
-        );
+        assert_eq!((q.split, q.label, q.index), (Some(Split::Test), Some(Label::Normal), 35));
         // Anonymised evaluation names, with folders in front.
         let a = p("eval_data/raw/Scanner/test/section_00_0200.wav");
         assert!(a.is_anonymous());
         assert_eq!(a.index, 200);
         assert_eq!(a.file_name(), "section_00_0200.wav");
         // Multi-token attribute strings of the eval set.
-        assert_eq!(
-            p("section_00_target_test_normal_0051_id_C1_spd_1_mic_2.wav")
-                .attribute_pairs()
-                .unwrap()
-                .len(),
-            3
-        );
-        assert_eq!(
-            p("section_00_source_test_normal_0001_mdl_A_spd_1.wav")
-                .attributes
-                .as_deref(),
-            Some("mdl_A_spd_1")
-        );
+        assert_eq!(p("section_00_target_test_normal_0051_id_C1_spd_1_mic_2.wav").attribute_pairs().unwrap().len(), 3);
+        assert_eq!(p("section_00_source_test_normal_0001_mdl_A_spd_1.wav").attributes.as_deref(), Some("mdl_A_spd_1"));
     }
 
     #[test]
@@ -298,24 +243,12 @@ mod tests {
             ("section_00_source_train_normal_0001_a.flac", "not a .wav"),
             ("sec_00_source_train_normal_0001_a.wav", "must start with"),
             ("section_0_source_train_normal_0001_a.wav", "not two digits"),
-            (
-                "section_00_middle_train_normal_0001_a.wav",
-                "domain 'middle'",
-            ),
+            ("section_00_middle_train_normal_0001_a.wav", "domain 'middle'"),
             ("section_00_source_valid_normal_0001_a.wav", "split 'valid'"),
             ("section_00_source_test_broken_0001_a.wav", "label 'broken'"),
-            (
-                "section_00_source_test_normal_001_a.wav",
-                "four-digit index",
-            ),
-            (
-                "section_00_source_train_anomaly_0001_a.wav",
-                "must be normal",
-            ),
-            (
-                "section_00_source_train_normal_0001.wav",
-                "attribute string is missing",
-            ),
+            ("section_00_source_test_normal_001_a.wav", "four-digit index"),
+            ("section_00_source_train_anomaly_0001_a.wav", "must be normal"),
+            ("section_00_source_train_normal_0001.wav", "attribute string is missing"),
             ("section_00_12345.wav", "four-digit index"),
         ];
         for (name, why) in cases {

@@ -84,10 +84,7 @@ pub fn generate(cfg: &SynthConfig, progress: &(dyn Fn() + Sync)) -> Result<Synth
     let infos: Vec<&MachineInfo> = if cfg.machines.is_empty() {
         machines::of_set(cfg.set)
     } else {
-        cfg.machines
-            .iter()
-            .map(|m| machines::lookup(m))
-            .collect::<Result<_>>()?
+        cfg.machines.iter().map(|m| machines::lookup(m)).collect::<Result<_>>()?
     };
     let jobs: Vec<Job> = infos.iter().flat_map(|m| plan_machine(m, cfg)).collect();
     let n_samples = (cfg.seconds * SAMPLE_RATE as f32).round() as usize;
@@ -134,19 +131,14 @@ fn plan_machine(m: &'static MachineInfo, cfg: &SynthConfig) -> Vec<Job> {
     let mut r = rng::stream(cfg.seed, &[rng::hash_str(m.name), 1]);
     let offset: usize = r.random_range(0..12);
     let mut push = |domain: Domain, split: Split, label: Label, index: u32, k: usize| {
-        let attrs = if domain == Domain::Source {
-            spec.source
-        } else {
-            spec.target
-        };
+        let attrs = if domain == Domain::Source { spec.source } else { spec.target };
         // Cycle through the attribute settings so every one is represented.
         let true_attr = attrs[(k + offset) % attrs.len()].to_string();
-        let shown =
-            if m.concealed_attributes && !(m.name == "BrushlessMotor" && split == Split::Test) {
-                NO_ATTRIBUTE.to_string()
-            } else {
-                true_attr.clone()
-            };
+        let shown = if m.concealed_attributes && !(m.name == "BrushlessMotor" && split == Split::Test) {
+            NO_ATTRIBUTE.to_string()
+        } else {
+            true_attr.clone()
+        };
         let name = ClipName {
             section: "00".into(),
             domain: Some(domain),
@@ -157,31 +149,13 @@ fn plan_machine(m: &'static MachineInfo, cfg: &SynthConfig) -> Vec<Job> {
         };
         let key = rng::hash_str(&format!("{}/{}", m.name, name.file_name()));
         let folder = dir.join(split.as_str());
-        jobs.push(Job {
-            machine: m,
-            path: folder.join(name.file_name()),
-            name,
-            true_attributes: true_attr,
-            key,
-        });
+        jobs.push(Job { machine: m, path: folder.join(name.file_name()), name, true_attributes: true_attr, key });
     };
     for k in 0..cfg.train_source {
-        push(
-            Domain::Source,
-            Split::Train,
-            Label::Normal,
-            numbering.train(Domain::Source, k, cfg.train_source),
-            k,
-        );
+        push(Domain::Source, Split::Train, Label::Normal, numbering.train(Domain::Source, k, cfg.train_source), k);
     }
     for k in 0..cfg.train_target {
-        push(
-            Domain::Target,
-            Split::Train,
-            Label::Normal,
-            numbering.train(Domain::Target, k, cfg.train_source),
-            k,
-        );
+        push(Domain::Target, Split::Train, Label::Normal, numbering.train(Domain::Target, k, cfg.train_source), k);
     }
     let cells = [
         (Domain::Source, Label::Normal),
@@ -191,13 +165,7 @@ fn plan_machine(m: &'static MachineInfo, cfg: &SynthConfig) -> Vec<Job> {
     ];
     for (c, (domain, label)) in cells.into_iter().enumerate() {
         for k in 0..cfg.test_per_cell {
-            push(
-                domain,
-                Split::Test,
-                label,
-                numbering.test(c, k, cfg.test_per_cell),
-                k,
-            );
+            push(domain, Split::Test, label, numbering.test(c, k, cfg.test_per_cell), k);
         }
     }
     if cfg.set == DataSet::Eval {
@@ -242,9 +210,7 @@ fn numbering_of(machine: &str) -> Numbering {
     match machine {
         "RoboticArm" | "BrushlessMotor" => Numbering::Continuous,
         "3DPrinter" | "AirCompressor" | "Scanner" => Numbering::AcrossTest,
-        "HairDryer" | "HoveringDrone" | "ToothBrush" | "ToyCircuit" => {
-            Numbering::PerCell { base: 0 }
-        }
+        "HairDryer" | "HoveringDrone" | "ToothBrush" | "ToyCircuit" => Numbering::PerCell { base: 0 },
         _ => Numbering::PerCell { base: 1 },
     }
 }
@@ -253,19 +219,12 @@ fn numbering_of(machine: &str) -> Numbering {
 /// shuffled order; numbering starts at 0001 for the three machine types that
 /// do so in the real data, 0000 otherwise.
 fn anonymise(jobs: &mut [Job], m: &MachineInfo, dir: &Path, seed: u64) {
-    let mut test: Vec<&mut Job> = jobs
-        .iter_mut()
-        .filter(|j| j.name.split == Some(Split::Test))
-        .collect();
+    let mut test: Vec<&mut Job> = jobs.iter_mut().filter(|j| j.name.split == Some(Split::Test)).collect();
     let mut r = rng::stream(seed, &[rng::hash_str(m.name), 2]);
     for i in (1..test.len()).rev() {
         test.swap(i, r.random_range(0..=i));
     }
-    let base = if matches!(m.name, "3DPrinter" | "AirCompressor" | "Scanner") {
-        1
-    } else {
-        0
-    };
+    let base = if matches!(m.name, "3DPrinter" | "AirCompressor" | "Scanner") { 1 } else { 0 };
     for (i, job) in test.into_iter().enumerate() {
         let anon = format!("section_00_{:04}.wav", base + i);
         job.path = dir.join("test").join(anon);
@@ -275,10 +234,8 @@ fn anonymise(jobs: &mut [Job], m: &MachineInfo, dir: &Path, seed: u64) {
 fn write_ground_truth(cfg: &SynthConfig, infos: &[&MachineInfo], jobs: &[Job]) -> Result<()> {
     let gt = ground_truth_dir(&cfg.out);
     for m in infos {
-        let mut rows: Vec<&Job> = jobs
-            .iter()
-            .filter(|j| j.machine.name == m.name && j.name.split == Some(Split::Test))
-            .collect();
+        let mut rows: Vec<&Job> =
+            jobs.iter().filter(|j| j.machine.name == m.name && j.name.split == Some(Split::Test)).collect();
         rows.sort_by_key(|j| j.path.clone());
         let file = format!("ground_truth_{}_section_00_test.csv", m.name);
         let (mut data, mut domain, mut attrs) = (String::new(), String::new(), String::new());
@@ -291,10 +248,7 @@ fn write_ground_truth(cfg: &SynthConfig, infos: &[&MachineInfo], jobs: &[Job]) -
             let shown = j.name.file_name();
             let shown = shown.trim_end_matches(".wav");
             if j.machine.concealed_attributes {
-                let real = ClipName {
-                    attributes: Some(j.true_attributes.clone()),
-                    ..j.name.clone()
-                };
+                let real = ClipName { attributes: Some(j.true_attributes.clone()), ..j.name.clone() };
                 attrs.push_str(&format!("{anon},{shown},{}\n", real.file_name()));
             } else {
                 attrs.push_str(&format!("{anon},{shown}\n"));
@@ -318,67 +272,36 @@ struct Spec {
 fn spec_of(machine: &str) -> Spec {
     let (source, target): (&[&str], &[&str]) = match machine {
         "ToyCar" => (
-            &[
-                "car_A1_spd_28V_mic_1",
-                "car_A1_spd_31V_mic_1",
-                "car_B1_spd_28V_mic_1",
-                "car_B1_spd_31V_mic_1",
-            ],
+            &["car_A1_spd_28V_mic_1", "car_A1_spd_31V_mic_1", "car_B1_spd_28V_mic_1", "car_B1_spd_31V_mic_1"],
             &["car_A1_spd_34V_mic_2", "car_B1_spd_34V_mic_2"],
         ),
         // Hidden conditions of concealed machines (never shown in train names).
         "ToyTrain" => (&["trn_A_spd_1", "trn_A_spd_2"], &["trn_B_spd_3"]),
         "bearing" => (
-            &[
-                "pro_A_vel_4_loc_A",
-                "pro_A_vel_6_loc_A",
-                "pro_B_vel_4_loc_A",
-                "pro_B_vel_6_loc_A",
-            ],
+            &["pro_A_vel_4_loc_A", "pro_A_vel_6_loc_A", "pro_B_vel_4_loc_A", "pro_B_vel_6_loc_A"],
             &["pro_A_vel_8_loc_E", "pro_B_vel_8_loc_E"],
         ),
         "fan" => (&["n_A", "n_B", "n_C"], &["n_X"]),
         "gearbox" => (&["wt_100_volt_1", "wt_150_volt_1"], &["wt_200_volt_2"]),
         "slider" => (&["vel_600_ac_1", "vel_800_ac_1"], &["vel_1100_ac_2"]),
-        "valve" => (
-            &["v1pat_A_v2pat_none", "v1pat_B_v2pat_none"],
-            &["v1pat_A_v2pat_B", "v1pat_B_v2pat_A"],
-        ),
-        "3DPrinter" => (
-            &["mdl_A_spd_1", "mdl_A_spd_2"],
-            &["mdl_B_spd_1", "mdl_B_spd_2"],
-        ),
+        "valve" => (&["v1pat_A_v2pat_none", "v1pat_B_v2pat_none"], &["v1pat_A_v2pat_B", "v1pat_B_v2pat_A"]),
+        "3DPrinter" => (&["mdl_A_spd_1", "mdl_A_spd_2"], &["mdl_B_spd_1", "mdl_B_spd_2"]),
         "AirCompressor" => (&["fl_1_nos_1", "fl_2_nos_1"], &["fl_2_nos_3"]),
-        "Scanner" => (
-            &["res_1_len_1", "res_1_len_2", "res_2_len_1"],
-            &["res_2_len_2", "res_3_len_2"],
-        ),
+        "Scanner" => (&["res_1_len_1", "res_1_len_2", "res_2_len_1"], &["res_2_len_2", "res_3_len_2"]),
         "ToyCircuit" => (
-            &[
-                "id_A1_spd_1_mic_1",
-                "id_A1_spd_2_mic_1",
-                "id_B1_spd_1_mic_1",
-            ],
+            &["id_A1_spd_1_mic_1", "id_A1_spd_2_mic_1", "id_B1_spd_1_mic_1"],
             &["id_C1_spd_1_mic_2", "id_C1_spd_2_mic_2"],
         ),
         "HoveringDrone" => (&["prop_A_spd_1", "prop_A_spd_2"], &["prop_B_spd_3"]),
         "HairDryer" => (
-            &[
-                "id_A1_spd_2_mic_1",
-                "id_A1_spd_1_mic_1",
-                "id_B1_spd_2_mic_1",
-            ],
+            &["id_A1_spd_2_mic_1", "id_A1_spd_1_mic_1", "id_B1_spd_2_mic_1"],
             &["id_C1_spd_1_mic_2", "id_C1_spd_2_mic_2"],
         ),
         "ToothBrush" => (&["mode_1_head_A", "mode_2_head_A"], &["mode_3_head_B"]),
-        "RoboticArm" => (
-            &["weight00_BckgA", "weight05_BckgA", "weight10_BckgB"],
-            &["weight15_BckgF", "weight20_BckgF"],
-        ),
-        "BrushlessMotor" => (
-            &["spd1000_BckgA", "spd1500_BckgA", "spd1000_BckgB"],
-            &["spd2500_BckgC"],
-        ),
+        "RoboticArm" => {
+            (&["weight00_BckgA", "weight05_BckgA", "weight10_BckgB"], &["weight15_BckgF", "weight20_BckgF"])
+        }
+        "BrushlessMotor" => (&["spd1000_BckgA", "spd1500_BckgA", "spd1000_BckgB"], &["spd2500_BckgC"]),
         other => unreachable!("no synth spec for {other}"),
     };
     Spec { source, target }
@@ -388,11 +311,7 @@ fn spec_of(machine: &str) -> Spec {
 fn attr_num(attrs: &str, key: &str) -> Option<f32> {
     let toks: Vec<&str> = attrs.split('_').collect();
     let digits = |s: &str| -> Option<f32> {
-        let d: String = s
-            .chars()
-            .skip_while(|c| !c.is_ascii_digit())
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
+        let d: String = s.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
         d.parse().ok()
     };
     for (i, t) in toks.iter().enumerate() {
@@ -412,15 +331,8 @@ fn attr_num(attrs: &str, key: &str) -> Option<f32> {
 fn attr_letter(attrs: &str, key: &str) -> f32 {
     let toks: Vec<&str> = attrs.split('_').collect();
     for (i, t) in toks.iter().enumerate() {
-        let v = if *t == key {
-            toks.get(i + 1).copied()
-        } else {
-            t.strip_prefix(key).filter(|r| !r.is_empty())
-        };
-        if let Some(c) = v
-            .and_then(|v| v.chars().next())
-            .filter(|c| c.is_ascii_uppercase())
-        {
+        let v = if *t == key { toks.get(i + 1).copied() } else { t.strip_prefix(key).filter(|r| !r.is_empty()) };
+        if let Some(c) = v.and_then(|v| v.chars().next()).filter(|c| c.is_ascii_uppercase()) {
             return (c as u8 - b'A') as f32;
         }
     }
@@ -495,9 +407,7 @@ struct Voice {
 }
 
 fn harmonic_series(n: usize, tilt: f32) -> Vec<(f32, f32)> {
-    (1..=n)
-        .map(|k| (k as f32, (k as f32).powf(-tilt)))
-        .collect()
+    (1..=n).map(|k| (k as f32, (k as f32).powf(-tilt))).collect()
 }
 
 /// The normal voice of a machine under an attribute setting.
@@ -508,20 +418,12 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
         partials: harmonic_series(6, 1.0),
         wobble: (0.3, 0.003),
         am: (0.0, 0.0),
-        noise: Band {
-            lo: 200.0,
-            hi: 4000.0,
-            level: 0.02,
-        },
+        noise: Band { lo: 200.0, hi: 4000.0, level: 0.02 },
         impacts: None,
         defect: None,
         envelope: Envelope::Steady,
         cycle_jitter: 0.02,
-        background: Band {
-            lo: 50.0,
-            hi: 6000.0,
-            level: 0.01,
-        },
+        background: Band { lo: 50.0, hi: 6000.0, level: 0.01 },
         gain: 0.3,
     };
     let mic = attr_num(attrs, "mic").unwrap_or(1.0);
@@ -531,25 +433,15 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
             v.f0 = volts * 3.1 * j(r, 0.015);
             v.partials = harmonic_series(10, 0.8 + 0.4 * attr_letter(attrs, "car"));
             v.partials.push((6.5, 0.15)); // gear mesh of the drive train
-            v.noise = Band {
-                lo: 300.0,
-                hi: 5000.0,
-                level: 0.03,
-            };
-            v.background = Band {
-                lo: 80.0,
-                hi: if mic > 1.0 { 2500.0 } else { 6000.0 },
-                level: 0.012 * mic,
-            };
+            v.noise = Band { lo: 300.0, hi: 5000.0, level: 0.03 };
+            v.background = Band { lo: 80.0, hi: if mic > 1.0 { 2500.0 } else { 6000.0 }, level: 0.012 * mic };
         }
         "ToyTrain" | "ToyCircuit" => {
             let spd = attr_num(attrs, "spd").unwrap_or(1.0);
             let model = attr_letter(attrs, if machine == "ToyTrain" { "trn" } else { "id" });
             v.f0 = (180.0 + 40.0 * spd + 25.0 * model) * j(r, 0.02);
             v.partials = harmonic_series(8, 1.2);
-            v.envelope = Envelope::PassBy {
-                period: (6.0 - spd) * j(r, 0.05),
-            };
+            v.envelope = Envelope::PassBy { period: (6.0 - spd) * j(r, 0.05) };
             // Rail joints: clicks at a rate that grows with speed.
             v.impacts = Some(Impacts {
                 rate: 3.0 + 2.0 * spd,
@@ -558,16 +450,8 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
                 decay: 0.004,
                 level: 0.25,
             });
-            v.noise = Band {
-                lo: 500.0,
-                hi: 6000.0,
-                level: 0.02,
-            };
-            v.background = Band {
-                lo: 60.0,
-                hi: if mic > 1.0 { 3000.0 } else { 7000.0 },
-                level: 0.01 * mic,
-            };
+            v.noise = Band { lo: 500.0, hi: 6000.0, level: 0.02 };
+            v.background = Band { lo: 60.0, hi: if mic > 1.0 { 3000.0 } else { 7000.0 }, level: 0.01 * mic };
         }
         "bearing" => {
             let vel = attr_num(attrs, "vel").unwrap_or(4.0);
@@ -576,49 +460,22 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
             // Structural resonance excited by rolling elements; the microphone
             // location (loc) changes which band dominates.
             let loc = attr_letter(attrs, "loc");
-            v.noise = Band {
-                lo: 1500.0 + 250.0 * loc,
-                hi: 3500.0 + 300.0 * loc,
-                level: 0.05,
-            };
-            v.partials
-                .push((23.0 + 3.0 * attr_letter(attrs, "pro"), 0.3));
-            v.background = Band {
-                lo: 50.0,
-                hi: 5000.0,
-                level: 0.01,
-            };
+            v.noise = Band { lo: 1500.0 + 250.0 * loc, hi: 3500.0 + 300.0 * loc, level: 0.05 };
+            v.partials.push((23.0 + 3.0 * attr_letter(attrs, "pro"), 0.3));
+            v.background = Band { lo: 50.0, hi: 5000.0, level: 0.01 };
         }
         "fan" => {
             let rpm_hz = 24.0 * j(r, 0.01);
             v.f0 = rpm_hz;
             // Blade-pass tone (7 blades) and its harmonics over turbulence.
-            v.partials = vec![
-                (1.0, 0.08),
-                (7.0, 1.0),
-                (14.0, 0.45),
-                (21.0, 0.2),
-                (28.0, 0.1),
-            ];
-            v.noise = Band {
-                lo: 100.0,
-                hi: 3000.0,
-                level: 0.08,
-            };
+            v.partials = vec![(1.0, 0.08), (7.0, 1.0), (14.0, 0.45), (21.0, 0.2), (28.0, 0.1)];
+            v.noise = Band { lo: 100.0, hi: 3000.0, level: 0.08 };
             let n = attr_letter(attrs, "n");
             // Factory background type: A-C similar, X (target) much stronger and brighter.
             v.background = if n >= 20.0 {
-                Band {
-                    lo: 800.0,
-                    hi: 7000.0,
-                    level: 0.05,
-                }
+                Band { lo: 800.0, hi: 7000.0, level: 0.05 }
             } else {
-                Band {
-                    lo: 60.0 + 40.0 * n,
-                    hi: 2000.0 + 500.0 * n,
-                    level: 0.015,
-                }
+                Band { lo: 60.0 + 40.0 * n, hi: 2000.0 + 500.0 * n, level: 0.015 }
             };
         }
         "gearbox" => {
@@ -627,42 +484,18 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
             v.f0 = 11.0 * volt * j(r, 0.01);
             // Gear mesh (27 teeth) with shaft-rate sidebands; load raises them.
             let side = 0.1 + wt / 1000.0;
-            v.partials = vec![
-                (1.0, 0.1),
-                (26.0, side),
-                (27.0, 1.0),
-                (28.0, side),
-                (54.0, 0.4),
-                (81.0, 0.15),
-            ];
+            v.partials = vec![(1.0, 0.1), (26.0, side), (27.0, 1.0), (28.0, side), (54.0, 0.4), (81.0, 0.15)];
             v.am = (v.f0, 0.1);
-            v.noise = Band {
-                lo: 200.0,
-                hi: 3000.0,
-                level: 0.02,
-            };
+            v.noise = Band { lo: 200.0, hi: 3000.0, level: 0.02 };
         }
         "slider" => {
             let vel = attr_num(attrs, "vel").unwrap_or(600.0);
             let ac = attr_num(attrs, "ac").unwrap_or(1.0);
             v.f0 = vel / 6.0 * j(r, 0.02);
             v.partials = harmonic_series(6, 1.0);
-            v.envelope = Envelope::Cycle {
-                period: 1200.0 / vel * ac.sqrt() * j(r, 0.03),
-                duty: 0.6,
-            };
-            v.noise = Band {
-                lo: 1000.0,
-                hi: 6000.0,
-                level: 0.06,
-            }; // rail friction
-            v.impacts = Some(Impacts {
-                rate: vel / 1200.0 * 2.0,
-                jitter: 0.02,
-                freq: 1800.0,
-                decay: 0.01,
-                level: 0.3,
-            });
+            v.envelope = Envelope::Cycle { period: 1200.0 / vel * ac.sqrt() * j(r, 0.03), duty: 0.6 };
+            v.noise = Band { lo: 1000.0, hi: 6000.0, level: 0.06 }; // rail friction
+            v.impacts = Some(Impacts { rate: vel / 1200.0 * 2.0, jitter: 0.02, freq: 1800.0, decay: 0.01, level: 0.3 });
         }
         "valve" => {
             // Solenoid valves: the sound is the opening/closing clicks.
@@ -670,18 +503,8 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
             let v2 = attrs.contains("v2pat_none");
             v.f0 = 50.0;
             v.partials = vec![(1.0, 0.05), (2.0, 0.03)];
-            v.noise = Band {
-                lo: 2000.0,
-                hi: 7000.0,
-                level: 0.005,
-            };
-            v.impacts = Some(Impacts {
-                rate: 2.0 + 1.5 * p1,
-                jitter: 0.03,
-                freq: 3200.0,
-                decay: 0.006,
-                level: 0.6,
-            });
+            v.noise = Band { lo: 2000.0, hi: 7000.0, level: 0.005 };
+            v.impacts = Some(Impacts { rate: 2.0 + 1.5 * p1, jitter: 0.03, freq: 3200.0, decay: 0.006, level: 0.6 });
             if !v2 {
                 let p2 = attr_letter(attrs, "v2pat");
                 v.defect = None;
@@ -694,146 +517,64 @@ fn base_voice(machine: &str, attrs: &str, r: &mut ChaCha8Rng) -> Voice {
             v.f0 = (300.0 + 150.0 * spd + 80.0 * attr_letter(attrs, "mdl")) * j(r, 0.03);
             v.partials = harmonic_series(5, 1.3);
             v.wobble = (0.8, 0.08); // head moves: stepper pitch changes
-            v.noise = Band {
-                lo: 200.0,
-                hi: 2500.0,
-                level: 0.03,
-            }; // cooling fan
+            v.noise = Band { lo: 200.0, hi: 2500.0, level: 0.03 }; // cooling fan
         }
         "AirCompressor" => {
             let fl = attr_num(attrs, "fl").unwrap_or(1.0);
             v.f0 = 50.0 * j(r, 0.005);
             v.partials = vec![(1.0, 0.6), (2.0, 1.0), (3.0, 0.3), (4.0, 0.2)];
-            v.impacts = Some(Impacts {
-                rate: 13.0 + 2.0 * fl,
-                jitter: 0.01,
-                freq: 900.0,
-                decay: 0.02,
-                level: 0.3,
-            });
-            v.noise = Band {
-                lo: 2000.0,
-                hi: 7500.0,
-                level: 0.04,
-            }; // air hiss
-            v.background = Band {
-                lo: 80.0,
-                hi: 4000.0,
-                level: 0.01 * attr_num(attrs, "nos").unwrap_or(1.0),
-            };
+            v.impacts = Some(Impacts { rate: 13.0 + 2.0 * fl, jitter: 0.01, freq: 900.0, decay: 0.02, level: 0.3 });
+            v.noise = Band { lo: 2000.0, hi: 7500.0, level: 0.04 }; // air hiss
+            v.background = Band { lo: 80.0, hi: 4000.0, level: 0.01 * attr_num(attrs, "nos").unwrap_or(1.0) };
         }
         "Scanner" => {
             let res = attr_num(attrs, "res").unwrap_or(1.0);
             let len = attr_num(attrs, "len").unwrap_or(1.0);
             v.f0 = (400.0 + 200.0 * res) * j(r, 0.02);
             v.partials = harmonic_series(4, 1.5);
-            v.envelope = Envelope::Sweep {
-                period: 2.0 + 1.5 * len,
-            };
-            v.impacts = Some(Impacts {
-                rate: 1.0 / (2.0 + 1.5 * len),
-                jitter: 0.0,
-                freq: 1500.0,
-                decay: 0.03,
-                level: 0.5,
-            });
-            v.noise = Band {
-                lo: 300.0,
-                hi: 3000.0,
-                level: 0.01,
-            };
+            v.envelope = Envelope::Sweep { period: 2.0 + 1.5 * len };
+            v.impacts =
+                Some(Impacts { rate: 1.0 / (2.0 + 1.5 * len), jitter: 0.0, freq: 1500.0, decay: 0.03, level: 0.5 });
+            v.noise = Band { lo: 300.0, hi: 3000.0, level: 0.01 };
         }
         "HoveringDrone" => {
             let spd = attr_num(attrs, "spd").unwrap_or(1.0);
             v.f0 = (80.0 + 15.0 * spd + 10.0 * attr_letter(attrs, "prop")) * j(r, 0.02);
             // Four rotors at slightly different speeds (2-blade props).
-            v.partials = vec![
-                (2.0, 1.0),
-                (2.04, 0.8),
-                (1.97, 0.8),
-                (2.07, 0.6),
-                (4.0, 0.4),
-                (6.0, 0.2),
-            ];
-            v.envelope = Envelope::Flutter {
-                rate: 0.7,
-                depth: 0.25,
-            };
-            v.noise = Band {
-                lo: 100.0,
-                hi: 5000.0,
-                level: 0.06,
-            };
+            v.partials = vec![(2.0, 1.0), (2.04, 0.8), (1.97, 0.8), (2.07, 0.6), (4.0, 0.4), (6.0, 0.2)];
+            v.envelope = Envelope::Flutter { rate: 0.7, depth: 0.25 };
+            v.noise = Band { lo: 100.0, hi: 5000.0, level: 0.06 };
         }
         "HairDryer" => {
             let spd = attr_num(attrs, "spd").unwrap_or(1.0);
             v.f0 = (250.0 + 120.0 * spd + 30.0 * attr_letter(attrs, "id")) * j(r, 0.01);
             v.partials = harmonic_series(3, 1.5);
-            v.noise = Band {
-                lo: 300.0,
-                hi: 7000.0,
-                level: 0.12 + 0.05 * spd,
-            }; // airflow
-            v.background = Band {
-                lo: 60.0,
-                hi: if mic > 1.0 { 3000.0 } else { 7000.0 },
-                level: 0.01 * mic,
-            };
+            v.noise = Band { lo: 300.0, hi: 7000.0, level: 0.12 + 0.05 * spd }; // airflow
+            v.background = Band { lo: 60.0, hi: if mic > 1.0 { 3000.0 } else { 7000.0 }, level: 0.01 * mic };
         }
         "ToothBrush" => {
             let mode = attr_num(attrs, "mode").unwrap_or(1.0);
             v.f0 = (240.0 + 20.0 * mode) * j(r, 0.01);
             v.partials = harmonic_series(12, 0.7 + 0.3 * attr_letter(attrs, "head"));
             v.am = (2.0 + mode, 0.3); // brushing strokes
-            v.noise = Band {
-                lo: 1000.0,
-                hi: 6000.0,
-                level: 0.02,
-            };
+            v.noise = Band { lo: 1000.0, hi: 6000.0, level: 0.02 };
         }
         "RoboticArm" => {
             let w = attr_num(attrs, "weight").unwrap_or(0.0);
             v.f0 = (600.0 + 12.0 * w) * j(r, 0.02); // servo whine rises with load
             v.partials = harmonic_series(4, 1.2);
-            v.envelope = Envelope::Cycle {
-                period: 2.5,
-                duty: 0.55,
-            };
-            v.impacts = Some(Impacts {
-                rate: 0.8,
-                jitter: 0.02,
-                freq: 1200.0,
-                decay: 0.02,
-                level: 0.2,
-            });
+            v.envelope = Envelope::Cycle { period: 2.5, duty: 0.55 };
+            v.impacts = Some(Impacts { rate: 0.8, jitter: 0.02, freq: 1200.0, decay: 0.02, level: 0.2 });
             let b = attr_letter(attrs, "Bckg");
-            v.background = Band {
-                lo: 60.0 + 60.0 * b,
-                hi: 2000.0 + 800.0 * b,
-                level: 0.01 + 0.006 * b,
-            };
+            v.background = Band { lo: 60.0 + 60.0 * b, hi: 2000.0 + 800.0 * b, level: 0.01 + 0.006 * b };
         }
         "BrushlessMotor" => {
             let spd = attr_num(attrs, "spd").unwrap_or(1000.0);
             v.f0 = spd / 60.0 * 4.0 * j(r, 0.01); // 4 pole pairs: electrical frequency
-            v.partials = vec![
-                (1.0, 1.0),
-                (2.0, 0.3),
-                (6.0, 0.35),
-                (12.0, 0.15),
-                (4000.0 / v.f0, 0.08),
-            ];
-            v.noise = Band {
-                lo: 200.0,
-                hi: 3000.0,
-                level: 0.01,
-            };
+            v.partials = vec![(1.0, 1.0), (2.0, 0.3), (6.0, 0.35), (12.0, 0.15), (4000.0 / v.f0, 0.08)];
+            v.noise = Band { lo: 200.0, hi: 3000.0, level: 0.01 };
             let b = attr_letter(attrs, "Bckg");
-            v.background = Band {
-                lo: 60.0 + 60.0 * b,
-                hi: 2500.0 + 900.0 * b,
-                level: 0.01 + 0.006 * b,
-            };
+            v.background = Band { lo: 60.0 + 60.0 * b, hi: 2500.0 + 900.0 * b, level: 0.01 + 0.006 * b };
         }
         other => unreachable!("no synth voice for {other}"),
     }
@@ -875,9 +616,7 @@ fn apply_anomaly(v: &mut Voice, kind: Anomaly, severity: f32, r: &mut ChaCha8Rng
                 level: 0.08 + 0.25 * severity,
             });
         }
-        Anomaly::Detune => {
-            v.f0 *= 1.0 + (0.02 + 0.06 * severity) * if r.random::<bool>() { 1.0 } else { -1.0 }
-        }
+        Anomaly::Detune => v.f0 *= 1.0 + (0.02 + 0.06 * severity) * if r.random::<bool>() { 1.0 } else { -1.0 },
         Anomaly::Imbalance => v.am = (v.f0.min(40.0), 0.1 + 0.4 * severity),
         Anomaly::Whine => {
             let mult = 2.3 + 5.0 * r.random::<f32>();
@@ -976,10 +715,7 @@ fn envelope(e: Envelope, jitter: f32, n: usize, r: &mut ChaCha8Rng) -> EnvelopeT
                 let p = period * (1.0 + jitter * (2.0 * r.random::<f32>() - 1.0));
                 let on = p * duty;
                 let ramp = 0.08 * p;
-                let (a, b) = (
-                    (start.max(0.0) * sr) as usize,
-                    (((start + p) * sr) as usize).min(n),
-                );
+                let (a, b) = ((start.max(0.0) * sr) as usize, (((start + p) * sr) as usize).min(n));
                 for i in a..b {
                     let t = i as f32 / sr - start;
                     if sweep {
@@ -987,11 +723,7 @@ fn envelope(e: Envelope, jitter: f32, n: usize, r: &mut ChaCha8Rng) -> EnvelopeT
                         speed[i] = if t < on { 1.0 } else { 1.6 };
                         level[i] = if t < on { 1.0 } else { 0.7 };
                     } else {
-                        let l = if t < on {
-                            (t / ramp).min((on - t) / ramp).clamp(0.0, 1.0)
-                        } else {
-                            0.0
-                        };
+                        let l = if t < on { (t / ramp).min((on - t) / ramp).clamp(0.0, 1.0) } else { 0.0 };
                         level[i] = 0.1 + 0.9 * l;
                     }
                 }
@@ -1025,9 +757,7 @@ fn envelope(e: Envelope, jitter: f32, n: usize, r: &mut ChaCha8Rng) -> EnvelopeT
 /// Low-frequency noise in [-1, 1] with the given bandwidth (linear interpolation of random knots).
 fn smooth_noise(n: usize, rate: f32, r: &mut ChaCha8Rng) -> Vec<f32> {
     let step = (SAMPLE_RATE as f32 / rate.max(0.05)) as usize;
-    let knots: Vec<f32> = (0..n / step + 2)
-        .map(|_| 2.0 * r.random::<f32>() - 1.0)
-        .collect();
+    let knots: Vec<f32> = (0..n / step + 2).map(|_| 2.0 * r.random::<f32>() - 1.0).collect();
     (0..n)
         .map(|i| {
             let k = i / step;
@@ -1059,9 +789,7 @@ fn band_noise(b: Band, n: usize, r: &mut ChaCha8Rng) -> Vec<f32> {
             out
         })
         .collect();
-    let rms = (y.iter().map(|v| v * v).sum::<f32>() / n.max(1) as f32)
-        .sqrt()
-        .max(1e-12);
+    let rms = (y.iter().map(|v| v * v).sum::<f32>() / n.max(1) as f32).sqrt().max(1e-12);
     let s = b.level / rms;
     y.iter_mut().for_each(|v| *v *= s);
     y
@@ -1120,19 +848,11 @@ mod tests {
                     key: 7,
                 };
                 let mut job = job;
-                job.name.label = Some(if anomalous {
-                    Label::Anomaly
-                } else {
-                    Label::Normal
-                });
+                job.name.label = Some(if anomalous { Label::Anomaly } else { Label::Normal });
                 let x = render_clip(&job, 1, 16000);
                 assert_eq!(x.len(), 16000);
                 let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
-                assert!(
-                    x.iter().all(|v| v.is_finite() && v.abs() <= 1.0),
-                    "{}",
-                    m.name
-                );
+                assert!(x.iter().all(|v| v.is_finite() && v.abs() <= 1.0), "{}", m.name);
                 assert!(rms > 1e-3 && rms < 0.7, "{} rms {rms}", m.name);
             }
         }

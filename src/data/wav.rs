@@ -51,10 +51,9 @@ fn load_inner(path: &Path) -> Result<Vec<f32>> {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(describe)?
         }
-        (hound::SampleFormat::Float, 32) => reader
-            .samples::<f32>()
-            .collect::<std::result::Result<_, _>>()
-            .map_err(describe)?,
+        (hound::SampleFormat::Float, 32) => {
+            reader.samples::<f32>().collect::<std::result::Result<_, _>>().map_err(describe)?
+        }
         (hound::SampleFormat::Int, 8) => {
             bail!("8-bit PCM is not supported (use 16/24/32-bit integer or 32-bit float PCM)")
         }
@@ -73,10 +72,7 @@ fn load_inner(path: &Path) -> Result<Vec<f32>> {
         interleaved
     } else {
         let inv = 1.0 / channels as f32;
-        interleaved
-            .chunks_exact(channels)
-            .map(|f| f.iter().sum::<f32>() * inv)
-            .collect()
+        interleaved.chunks_exact(channels).map(|f| f.iter().sum::<f32>() * inv).collect()
     };
     if let Some(i) = mono.iter().position(|v| !v.is_finite()) {
         bail!("sample {i} is not a finite number");
@@ -157,9 +153,7 @@ mod tests {
             for &v in frame {
                 match (spec.sample_format, spec.bits_per_sample) {
                     (hound::SampleFormat::Float, _) => w.write_sample(v as f32).unwrap(),
-                    (_, bits) => w
-                        .write_sample((v * (1i64 << (bits - 1)) as f64) as i32)
-                        .unwrap(),
+                    (_, bits) => w.write_sample((v * (1i64 << (bits - 1)) as f64) as i32).unwrap(),
                 }
             }
         }
@@ -171,11 +165,7 @@ mod tests {
             channels: ch,
             sample_rate: rate,
             bits_per_sample: bits,
-            sample_format: if float {
-                hound::SampleFormat::Float
-            } else {
-                hound::SampleFormat::Int
-            },
+            sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
         }
     }
 
@@ -195,11 +185,7 @@ mod tests {
     fn stereo_is_downmixed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("st.wav");
-        write_spec(
-            &p,
-            spec(16, false, 2, 16000),
-            &[vec![0.5, 0.0], vec![-0.5, -0.25]],
-        );
+        write_spec(&p, spec(16, false, 2, 16000), &[vec![0.5, 0.0], vec![-0.5, -0.25]]);
         assert_eq!(load(&p).unwrap(), vec![0.25, -0.375]);
     }
 
@@ -222,27 +208,17 @@ mod tests {
         let trunc_header = d.join("trunc_header.wav");
         std::fs::write(&trunc_header, &bytes[..20]).unwrap();
         let e = err_of(&trunc_header);
-        assert!(
-            e.contains("trunc_header.wav")
-                && (e.contains("truncated") || e.contains("not a valid wav")),
-            "{e}"
-        );
+        assert!(e.contains("trunc_header.wav") && (e.contains("truncated") || e.contains("not a valid wav")), "{e}");
 
         let trunc_data = d.join("trunc_data.wav");
         std::fs::write(&trunc_data, &bytes[..bytes.len() - 501]).unwrap();
         let e = err_of(&trunc_data);
-        assert!(
-            e.contains("trunc_data.wav") && e.contains("truncated"),
-            "{e}"
-        );
+        assert!(e.contains("trunc_data.wav") && e.contains("truncated"), "{e}");
 
         let text = d.join("notes.wav");
         std::fs::write(&text, b"this is not audio at all, just some text").unwrap();
         let e = err_of(&text);
-        assert!(
-            e.contains("notes.wav") && e.contains("not a valid wav"),
-            "{e}"
-        );
+        assert!(e.contains("notes.wav") && e.contains("not a valid wav"), "{e}");
 
         let eight = d.join("eight.wav");
         let mut w = hound::WavWriter::create(&eight, spec(8, false, 1, 16000)).unwrap();
@@ -272,22 +248,9 @@ mod tests {
         write_pcm16(&p, &x).unwrap();
         let y = load(&p).unwrap();
         // Written as round(x * 32767), read as int16 / 32768 (the soundfile convention).
-        assert!(
-            x.iter()
-                .zip(&y)
-                .all(|(a, b)| (a - b).abs() <= 2.0 / 32768.0)
-        );
-        assert_eq!(
-            fit_length(&[1.0, 2.0, 3.0], 2, PadMode::Zeros),
-            vec![1.0, 2.0]
-        );
-        assert_eq!(
-            fit_length(&[1.0, 2.0], 5, PadMode::Zeros),
-            vec![1.0, 2.0, 0.0, 0.0, 0.0]
-        );
-        assert_eq!(
-            fit_length(&[1.0, 2.0], 5, PadMode::Repeat),
-            vec![1.0, 2.0, 1.0, 2.0, 1.0]
-        );
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= 2.0 / 32768.0));
+        assert_eq!(fit_length(&[1.0, 2.0, 3.0], 2, PadMode::Zeros), vec![1.0, 2.0]);
+        assert_eq!(fit_length(&[1.0, 2.0], 5, PadMode::Zeros), vec![1.0, 2.0, 0.0, 0.0, 0.0]);
+        assert_eq!(fit_length(&[1.0, 2.0], 5, PadMode::Repeat), vec![1.0, 2.0, 1.0, 2.0, 1.0]);
     }
 }

@@ -72,15 +72,14 @@ impl RunDir {
             "averaged" => self.averaged(),
             "best" => {
                 let state = read_state(&self.last())?;
-                let (step, _) = state.top.first().with_context(|| {
-                    format!("{}: no validated checkpoint yet", self.root.display())
-                })?;
+                let (step, _) = state
+                    .top
+                    .first()
+                    .with_context(|| format!("{}: no validated checkpoint yet", self.root.display()))?;
                 self.top(*step)
             }
             s if s.starts_with("step-") => {
-                let n: u64 = s[5..]
-                    .parse()
-                    .with_context(|| format!("bad checkpoint selector '{s}'"))?;
+                let n: u64 = s[5..].parse().with_context(|| format!("bad checkpoint selector '{s}'"))?;
                 let p = self.periodic(n);
                 if p.exists() { p } else { self.top(n) }
             }
@@ -95,22 +94,14 @@ impl RunDir {
 
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let p = dir.join("state.json");
-    let text =
-        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid training state", p.display()))
+    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a valid training state", p.display()))
 }
 
 /// Writes a checkpoint folder atomically (temp folder, then rename).
-pub fn save<M: Module>(
-    dir: &Path,
-    model: &M,
-    optim: Option<&ModuleOptimizer>,
-    state: &TrainState,
-) -> Result<()> {
+pub fn save<M: Module>(dir: &Path, model: &M, optim: Option<&ModuleOptimizer>, state: &TrainState) -> Result<()> {
     let parent = dir.parent().context("checkpoint folder has no parent")?;
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let name = dir.file_name().unwrap().to_string_lossy();
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -118,13 +109,9 @@ pub fn save<M: Module>(
     let result = (|| -> Result<()> {
         // valid() syncs batch-norm running statistics before they are read.
         let _ = model.valid();
-        model
-            .clone()
-            .save_file(tmp.join("model.bpk"))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        model.clone().save_file(tmp.join("model.bpk")).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         if let Some(o) = optim {
-            o.save(tmp.join("optim.bpk"))
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            o.save(tmp.join("optim.bpk")).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
         atomic::write_json(&tmp.join("state.json"), state)?;
         let old = parent.join(format!(".{name}.{}.old", std::process::id()));
@@ -145,17 +132,13 @@ pub fn save<M: Module>(
 /// Missing, unexpected or mis-shaped tensors are errors.
 pub fn load_model<M: Module>(model: M, dir: &Path) -> Result<M> {
     let p = dir.join("model.bpk");
-    model
-        .try_load_file(&p)
-        .map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
+    model.try_load_file(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
 }
 
 /// Loads the optimizer state saved next to a model.
 pub fn load_optim(optim: ModuleOptimizer, dir: &Path) -> Result<ModuleOptimizer> {
     let p = dir.join("optim.bpk");
-    optim
-        .load(&p)
-        .map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
+    optim.load(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
 }
 
 /// Float tensors of a module by path (parameters and running statistics).
@@ -175,10 +158,7 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         let t = p.val();
         let shape = t.dims().to_vec();
-        let v = t
-            .into_data()
-            .try_into_vec_as::<f64>()
-            .expect("float tensor");
+        let v = t.into_data().try_into_vec_as::<f64>().expect("float tensor");
         self.out.insert(self.path.join("."), (shape, v));
     }
 }
@@ -199,8 +179,7 @@ impl ModuleMapper for Replace {
         match self.new.remove(&self.path.join(".")) {
             Some((shape, v)) => {
                 let id = p.id;
-                let data =
-                    TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), shape);
+                let data = TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), shape);
                 let t = Tensor::<D>::from_data(data, &p.lazy_device());
                 p.transform_for_load(t, id)
             }
@@ -230,10 +209,7 @@ pub fn average<M: Module>(template: M, dirs: &[PathBuf]) -> Result<M> {
             match sum.get_mut(&k) {
                 Some((s, acc)) => {
                     if *s != shape {
-                        bail!(
-                            "{}: tensor {k} has shape {shape:?}, expected {s:?}",
-                            d.display()
-                        );
+                        bail!("{}: tensor {k} has shape {shape:?}, expected {s:?}", d.display());
                     }
                     acc.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
                 }
@@ -247,10 +223,7 @@ pub fn average<M: Module>(template: M, dirs: &[PathBuf]) -> Result<M> {
     for (_, v) in sum.values_mut() {
         v.iter_mut().for_each(|a| *a /= n);
     }
-    let mut r = Replace {
-        path: Vec::new(),
-        new: sum,
-    };
+    let mut r = Replace { path: Vec::new(), new: sum };
     let out = template.map(&mut r);
     if let Some(k) = r.new.keys().next() {
         bail!("averaging left tensor {k} unmatched");

@@ -196,9 +196,7 @@ pub fn fit<T: Task>(
     bar.inc(state.step);
     let session_start = Instant::now();
     let elapsed_before = state.elapsed_s;
-    let stop_at = opts
-        .stop_after
-        .map_or(cfg.max_steps, |s| (state.step + s).min(cfg.max_steps));
+    let stop_at = opts.stop_after.map_or(cfg.max_steps, |s| (state.step + s).min(cfg.max_steps));
     let mut window = (Instant::now(), state.step);
     while state.step < stop_at {
         let step = state.step;
@@ -214,10 +212,7 @@ pub fn fit<T: Task>(
             let loss = out.loss / cfg.grad_accum as f64;
             let lv = loss.clone().into_scalar::<f64>();
             if !lv.is_finite() {
-                bail!(
-                    "loss is {lv} at step {step}; stopping (last good checkpoint: {})",
-                    run.last().display()
-                );
+                bail!("loss is {lv} at step {step}; stopping (last good checkpoint: {})", run.last().display());
             }
             loss_sum += lv;
             for (k, t) in out.logs {
@@ -254,11 +249,7 @@ pub fn fit<T: Task>(
             && let Some(v) = opts.validator
         {
             let metric = v(&model)?;
-            writeln!(
-                log,
-                "{}",
-                serde_json::json!({"step": state.step, "validation": metric})
-            )?;
+            writeln!(log, "{}", serde_json::json!({"step": state.step, "validation": metric}))?;
             update_top(run, &model, &mut state, metric, cfg.keep_top_k)?;
         }
         if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
@@ -283,18 +274,10 @@ pub fn fit<T: Task>(
 
 /// Inserts a validated checkpoint into the top-k list (higher is better;
 /// ties keep the earlier step) and prunes the ones that fell out.
-fn update_top<M: Module>(
-    run: &RunDir,
-    model: &M,
-    state: &mut TrainState,
-    metric: f64,
-    k: usize,
-) -> Result<()> {
+fn update_top<M: Module>(run: &RunDir, model: &M, state: &mut TrainState, metric: f64, k: usize) -> Result<()> {
     let step = state.step;
     state.top.push((step, metric));
-    state
-        .top
-        .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    state.top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let dropped: Vec<u64> = state.top.iter().skip(k).map(|(s, _)| *s).collect();
     state.top.truncate(k);
     if state.top.iter().any(|(s, _)| *s == step) {

@@ -42,13 +42,7 @@ fn d_wd() -> f32 {
 
 impl Default for AdamW {
     fn default() -> Self {
-        AdamW {
-            lr: d_lr(),
-            beta1: d_b1(),
-            beta2: d_b2(),
-            eps: d_eps(),
-            weight_decay: d_wd(),
-        }
+        AdamW { lr: d_lr(), beta1: d_b1(), beta2: d_b2(), eps: d_eps(), weight_decay: d_wd() }
     }
 }
 

@@ -39,11 +39,7 @@ impl CosineWarmupRestarts {
             );
         }
         if !(self.min_lr >= 0.0 && self.max_lr >= self.min_lr && self.max_lr.is_finite()) {
-            bail!(
-                "schedule: need 0 <= min_lr <= max_lr (got {} and {})",
-                self.min_lr,
-                self.max_lr
-            );
+            bail!("schedule: need 0 <= min_lr <= max_lr (got {} and {})", self.min_lr, self.max_lr);
         }
         if self.cycle_mult <= 0.0 || self.gamma <= 0.0 {
             bail!("schedule: cycle_mult and gamma must be positive");
@@ -99,13 +95,6 @@ mod tests {
         assert!(s.lr(99) < 1e-3);
         assert_eq!(s.lr(100), 0.0); // restart
         assert!((s.lr(105) - 0.5).abs() < 1e-15);
-        assert!(
-            CosineWarmupRestarts {
-                warmup_steps: 100,
-                ..s
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(CosineWarmupRestarts { warmup_steps: 100, ..s }.validate().is_err());
     }
 }

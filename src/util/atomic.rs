@@ -13,10 +13,7 @@ fn temp_path(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
@@ -28,22 +25,17 @@ where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     }
     let tmp = temp_path(path);
     let result = (|| -> Result<()> {
-        let file =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = BufWriter::new(file);
         fill(&mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let file =
+            w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", tmp.display()))?;
         file.sync_all().ok();
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+        fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -12,14 +12,7 @@ pub fn to_bytes(data: &[f32], shape: &[usize]) -> Result<Vec<u8>> {
     }
     let dims = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     // Magic (6) + version (2) + header length (2) + header + '\n' is a multiple of 64.
@@ -54,10 +47,7 @@ fn parse(bytes: &[u8]) -> Result<(Vec<f32>, Vec<usize>)> {
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => bail!("unsupported npy version {v}"),
     };
     let header = std::str::from_utf8(bytes.get(start..start + hlen).context("truncated header")?)?;
@@ -67,11 +57,7 @@ fn parse(bytes: &[u8]) -> Result<(Vec<f32>, Vec<usize>)> {
     if header.contains("'fortran_order': True") {
         bail!("fortran-ordered arrays are not supported");
     }
-    let shape_txt = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .context("no shape in header")?;
+    let shape_txt = header.split("'shape':").nth(1).and_then(|s| s.split(')').next()).context("no shape in header")?;
     let shape: Vec<usize> = shape_txt
         .trim()
         .trim_start_matches('(')
@@ -83,16 +69,9 @@ fn parse(bytes: &[u8]) -> Result<(Vec<f32>, Vec<usize>)> {
     let n: usize = shape.iter().product();
     let body = &bytes[start + hlen..];
     if body.len() != 4 * n {
-        bail!(
-            "expected {} data bytes for shape {shape:?}, found {}",
-            4 * n,
-            body.len()
-        );
+        bail!("expected {} data bytes for shape {shape:?}, found {}", 4 * n, body.len());
     }
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let data = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     Ok((data, shape))
 }
 

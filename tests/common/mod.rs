@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 /// Path of a file under tests/fixtures.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
 /// Parses a JSON fixture.
@@ -18,11 +16,7 @@ pub fn json(rel: &str) -> serde_json::Value {
 }
 
 pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
 }
 
 pub fn matrix(v: &serde_json::Value) -> Vec<Vec<f64>> {
@@ -32,8 +26,5 @@ pub fn matrix(v: &serde_json::Value) -> Vec<Vec<f64>> {
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }

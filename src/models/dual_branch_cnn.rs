@@ -25,7 +25,7 @@
 //! weight decay of the same size, as the report trains with AdamW.
 
 use crate::nn::util::{l2_normalize, seeded_init};
-use crate::nn::{ArcFace, LossConfig};
+use crate::nn::{Head, LossConfig};
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
@@ -145,12 +145,8 @@ impl DualBranchCnnConfig {
         let spectrogram =
             (self.branches != Branches::SpectrumOnly).then(|| SpectrogramBranch::new(frames, fbins, d, self, device));
         let both = self.branches == Branches::Both;
-        let heads = [
-            (if both { 2 * d } else { d }, true),
-            (d, both && w[1] > 0.0),
-            (d, both && w[2] > 0.0),
-        ];
-        let mk = |(dim, on): (usize, bool)| on.then(|| loss.arcface.init(dim, classes, device));
+        let heads = [(if both { 2 * d } else { d }, true), (d, both && w[1] > 0.0), (d, both && w[2] > 0.0)];
+        let mk = |(dim, on): (usize, bool)| on.then(|| Head::new(loss, dim, classes, device));
         DualBranchCnn {
             spectrum,
             spectrogram,
@@ -409,9 +405,9 @@ impl SpectrogramBranch {
 pub struct DualBranchCnn {
     pub spectrum: Option<SpectrumBranch>,
     pub spectrogram: Option<SpectrogramBranch>,
-    pub head_concat: ArcFace,
-    pub head_spectrum: Option<ArcFace>,
-    pub head_spectrogram: Option<ArcFace>,
+    pub head_concat: Head,
+    pub head_spectrum: Option<Head>,
+    pub head_spectrogram: Option<Head>,
     pub loss_weights: Vec<f64>,
 }
 
@@ -455,16 +451,16 @@ impl DualBranchCnn {
         let labels = batch.labels.clone().expect("training batch has labels");
         let e = self.forward(batch);
         let w = &self.loss_weights;
-        let main = self.head_concat.forward(e.concat, labels.clone()).loss;
+        let main = self.head_concat.loss(e.concat, labels.clone());
         let mut total = main.clone() * w[0];
         let mut parts = vec![("loss_concat", main.detach())];
         if let (Some(h), Some(x)) = (&self.head_spectrum, e.spectrum) {
-            let l = h.forward(x, labels.clone()).loss;
+            let l = h.loss(x, labels.clone());
             total = total + l.clone() * w[1];
             parts.push(("loss_spectrum", l.detach()));
         }
         if let (Some(h), Some(x)) = (&self.head_spectrogram, e.spectrogram) {
-            let l = h.forward(x, labels).loss;
+            let l = h.loss(x, labels);
             total = total + l.clone() * w[2];
             parts.push(("loss_spectrogram", l.detach()));
         }

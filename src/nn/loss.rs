@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
+    /// ArcFace (the report) or a plain softmax classifier.
+    #[serde(default)]
+    pub head: super::HeadKind,
+    /// ArcFace settings (ignored by the softmax head).
     #[serde(default)]
     pub arcface: ArcFaceConfig,
     /// Weights of the loss terms, in the model's order (for the dual-branch
@@ -20,7 +24,7 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { arcface: ArcFaceConfig::default(), weights: Vec::new() }
+        LossConfig { head: super::HeadKind::Arcface, arcface: ArcFaceConfig::default(), weights: Vec::new() }
     }
 }
 

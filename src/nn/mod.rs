@@ -2,9 +2,11 @@
 
 pub mod arcface;
 pub mod classifier;
+pub mod head;
 pub mod loss;
 pub mod util;
 
 pub use arcface::{ArcFace, ArcFaceConfig};
 pub use classifier::LinearClassifier;
+pub use head::{Head, HeadKind};
 pub use loss::LossConfig;

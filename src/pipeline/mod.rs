@@ -13,7 +13,7 @@ use crate::data::{Clip, Dataset};
 use crate::experiment::{Experiment, ModelConfig};
 use crate::metrics::ground_truth::GroundTruth;
 use crate::metrics::official::{MachineInput, MachineReport, Report};
-use crate::metrics::{self, submission};
+use crate::metrics::{self, DecisionRule, submission};
 use crate::scoring::KnnScorer;
 use crate::train::{RunDir, RunOptions};
 use crate::util::atomic;
@@ -199,8 +199,19 @@ pub fn score(p: &Prepared, backend: BackendName, out: Option<&Path>, quiet: bool
         let scorer = KnnScorer::fit(&p.exp.scoring.knn, &pick(&src), &pick(&tgt), seed)
             .with_context(|| format!("scoring {m}"))?;
         let s = scorer.score(&pick(&test))?.score;
-        let thr = metrics::threshold(&p.exp.scoring.decision, &scorer.train_scores())
-            .with_context(|| format!("decision threshold of {m}"))?;
+        let train_scores = scorer.train_scores();
+        let thr = match metrics::threshold(&p.exp.scoring.decision, &train_scores) {
+            Ok(t) => t,
+            // A degenerate score distribution (e.g. all equal) has no gamma fit;
+            // the decisions then use the 90th percentile instead.
+            Err(e) if matches!(p.exp.scoring.decision, DecisionRule::Gamma { .. }) => {
+                if !quiet {
+                    eprintln!("warning: {m}: {e:#}; using the 90th percentile of the training scores");
+                }
+                metrics::threshold(&DecisionRule::Percentile { percent: 90.0 }, &train_scores)?
+            }
+            Err(e) => return Err(e.context(format!("decision threshold of {m}"))),
+        };
         let names: Vec<String> = test.iter().map(|&i| all[i].file_name()).collect();
         let rows: Vec<(String, f64)> = names.iter().cloned().zip(s.iter().copied()).collect();
         let dec: Vec<(String, u8)> = names.into_iter().zip(metrics::decide(&s, thr)).collect();

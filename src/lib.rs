@@ -17,3 +17,4 @@ pub mod nn;
 pub mod train;
 pub mod models;
 pub mod pipeline;
+pub mod fusion;

@@ -1,7 +1,9 @@
 //! The `asd` command line: one binary, one verb per pipeline stage.
 
+mod embed;
 mod evaluate;
 mod features;
+mod fuse;
 mod progress;
 mod run;
 mod synth;
@@ -29,12 +31,16 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Compute a model's input features (spectrum, spectrogram, log-mel, fbank) as .npy.
     Features(features::FeaturesArgs),
+    /// Write a pre-trained model's output features (BEATs) of wav clips as .npy.
+    Embed(embed::EmbedArgs),
     /// Train an experiment's model.
     Train(run::TrainArgs),
     /// Score test clips with a trained model (official CSVs + evaluation).
     Score(run::ScoreArgs),
     /// Train, score and evaluate an experiment.
     Run(run::RunArgs),
+    /// Calibrate and fuse the scores of several runs per machine group (report §3.2–3.4).
+    Fuse(fuse::FuseArgs),
 }
 
 /// Runs one parsed command line.
@@ -43,8 +49,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => synth::run(a, cli.quiet),
         Command::Evaluate(a) => evaluate::run(a, cli.quiet),
         Command::Features(a) => features::run(a, cli.quiet),
+        Command::Embed(a) => embed::run(a, cli.quiet),
         Command::Train(a) => run::train(a, cli.quiet),
         Command::Score(a) => run::score(a, cli.quiet),
         Command::Run(a) => run::run(a, cli.quiet),
+        Command::Fuse(a) => fuse::run(a, cli.quiet),
     }
 }

@@ -2,6 +2,7 @@
 //! build the class table), train, score (embed, kNN back-end, official
 //! CSVs) and evaluate. Each model kind plugs in through [`ModelKind`].
 
+pub mod beats;
 pub mod dual_branch;
 
 use crate::backend::{self, BackendName};
@@ -86,6 +87,7 @@ pub struct TrainOptions {
 fn kind_of(model: &ModelConfig) -> Box<dyn ModelKind> {
     match model {
         ModelConfig::DualBranchCnn(c) => Box::new(dual_branch::DualBranch { cfg: c.clone() }),
+        ModelConfig::BeatsLora(c) => Box::new(beats::Beats { cfg: c.clone() }),
     }
 }
 
@@ -216,6 +218,7 @@ pub fn score(p: &Prepared, backend: BackendName, out: Option<&Path>, quiet: bool
         let rows: Vec<(String, f64)> = names.iter().cloned().zip(s.iter().copied()).collect();
         let dec: Vec<(String, u8)> = names.into_iter().zip(metrics::decide(&s, thr)).collect();
         submission::write_submission(&dir, m, &rows, &dec)?;
+        crate::fusion::write_train_scores(&dir, m, &train_scores)?;
         by_machine.insert(m.clone(), s);
     }
     let report = evaluate_if_possible(p, &dir)?;

@@ -23,6 +23,7 @@ use crate::data::labels::LabelScheme;
 use crate::data::machines::{DataSet, MachineGroup};
 use crate::features::specaugment::SpecAugment;
 use crate::metrics::threshold::DecisionRule;
+use crate::models::beats::BeatsLoraConfig;
 use crate::models::dual_branch_cnn::DualBranchCnnConfig;
 use crate::nn::LossConfig;
 use crate::scoring::KnnConfig;
@@ -103,12 +104,14 @@ impl Default for FeatureSettings {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelConfig {
     DualBranchCnn(DualBranchCnnConfig),
+    BeatsLora(BeatsLoraConfig),
 }
 
 impl ModelConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ModelConfig::DualBranchCnn(_) => "dual_branch_cnn",
+            ModelConfig::BeatsLora(_) => "beats_lora",
         }
     }
 }
@@ -181,6 +184,10 @@ impl Experiment {
             ModelConfig::DualBranchCnn(c) => {
                 c.validate()?;
                 self.loss.validate(3)?;
+            }
+            ModelConfig::BeatsLora(c) => {
+                c.validate()?;
+                self.loss.validate(1)?;
             }
         }
         Ok(())

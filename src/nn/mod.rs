@@ -4,6 +4,7 @@ pub mod arcface;
 pub mod classifier;
 pub mod head;
 pub mod loss;
+pub mod pooling;
 pub mod util;
 
 pub use arcface::{ArcFace, ArcFaceConfig};

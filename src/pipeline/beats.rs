@@ -70,7 +70,7 @@ impl Inputs {
             let full = self.cache.get_or_compute(&c.path, |x| self.frontend.compute(x))?;
             let mut f = fit_frames(&full, self.frames).map_err(|e| e.context(c.path.display().to_string()))?;
             if let Some((aug, s)) = augment {
-                aug.apply(&mut f, &mut rng::stream(s, &[0x5bec_a06, i as u64]));
+                aug.apply(&mut f, &mut rng::stream(s, &[0x05be_ca06, i as u64]));
             }
             data.extend_from_slice(&f.data);
         }
@@ -105,6 +105,9 @@ impl Inputs {
         Ok(out)
     }
 }
+
+/// Validation metric of a model during training.
+type Validator<'a> = &'a dyn Fn(&BeatsLora) -> Result<f64>;
 
 /// The training task: items are the training clips.
 struct BeatsTask<'a> {
@@ -157,7 +160,7 @@ impl ModelKind for Beats {
             knn_validation(p, &all, &emb)?
                 .ok_or_else(|| anyhow::anyhow!("train.validate_every is set but no machine has labelled test clips"))
         };
-        let v: Option<&dyn Fn(&BeatsLora) -> Result<f64>> = if validating { Some(&validator) } else { None };
+        let v: Option<Validator> = if validating { Some(&validator) } else { None };
         let model = self.model(p, device, !opts.resume)?;
         train::fit(&task, model, &p.exp.train, &p.run, device, run_options(p, opts, v))?;
         Ok(())

@@ -185,6 +185,7 @@ pub fn fit<T: Task>(
         state = checkpoint::read_state(&last)?;
     }
     if state.step >= cfg.max_steps {
+        average_if_configured(cfg, run, &model, &state)?;
         return Ok(model);
     }
     let mut log = std::fs::OpenOptions::new()
@@ -260,16 +261,28 @@ pub fn fit<T: Task>(
         }
     }
     bar.finish();
-    if state.step >= cfg.max_steps
-        && let Some(k) = cfg.average_top_k
-    {
-        let dirs: Vec<_> = state.top.iter().take(k).map(|(s, _)| run.top(*s)).collect();
-        if !dirs.is_empty() {
-            let avg = checkpoint::average(model.clone(), &dirs)?;
-            checkpoint::save(&run.averaged(), &avg, None, &state)?;
-        }
+    if state.step >= cfg.max_steps {
+        average_if_configured(cfg, run, &model, &state)?;
     }
     Ok(model)
+}
+
+/// Writes `averaged/` from the top-k checkpoints once training is complete
+/// (also when a resumed session finds training done but no average yet).
+fn average_if_configured<M: Module>(cfg: &TrainConfig, run: &RunDir, model: &M, state: &TrainState) -> Result<()> {
+    let Some(k) = cfg.average_top_k else {
+        return Ok(());
+    };
+    let marker = run.averaged().join("state.json");
+    if marker.is_file() && checkpoint::read_state(&run.averaged())?.step == state.step {
+        return Ok(());
+    }
+    let dirs: Vec<_> = state.top.iter().take(k).map(|(s, _)| run.top(*s)).collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let avg = checkpoint::average(model.clone(), &dirs)?;
+    checkpoint::save(&run.averaged(), &avg, None, state)
 }
 
 /// Inserts a validated checkpoint into the top-k list (higher is better;

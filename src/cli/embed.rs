@@ -1,0 +1,137 @@
+//! `asd embed`: a pre-trained model's output features of wav clips as
+//! float32 `.npy`.
+
+use super::Progress;
+use crate::backend::{self, BackendName};
+use crate::data::wav;
+use crate::features::fbank::beats_input;
+use crate::models::beats::{BeatsEncoder, load_for_inference};
+use crate::nn::util::to_vec;
+use crate::util::npy;
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// BEATs (released checkpoint format, e.g. BEATs_iter3.pt).
+    Beats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolArg {
+    /// Mean over tokens: one 1 × dim vector per clip.
+    Mean,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    about = "Write a pre-trained model's output features of wav clips as float32 .npy",
+    long_about = "Run a pre-trained model on wav clips (16 kHz mono) and write its output as 2-D float32 .npy.\n\n\
+                  --model beats: the encoder output of BEATs.extract_features (tokens × dim; token n = t·8 + f \
+                  for ⌊frames/16⌋ time patches and 8 frequency patches; 10 s → 496 × 768), computed from the \
+                  BEATs fbank of the whole clip. --pool mean writes the mean over tokens (1 × dim).\n\n\
+                  --wav FILE --out FILE.npy, or --wav DIR --out DIR (every *.wav below DIR, one .npy per clip at \
+                  the same relative path)."
+)]
+pub struct EmbedArgs {
+    /// Which model.
+    #[arg(long, value_enum)]
+    pub model: ModelArg,
+    /// The pre-trained checkpoint (BEATs: torch.save({'cfg': ..., 'model': ...}) as released).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// A wav file, or a folder searched recursively for *.wav.
+    #[arg(long)]
+    pub wav: PathBuf,
+    /// The .npy file (for one wav) or the output folder (for a folder of wavs).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pool the token features into one vector.
+    #[arg(long, value_enum)]
+    pub pool: Option<PoolArg>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendName::Flex)]
+    pub backend: BackendName,
+}
+
+/// BEATs features of one waveform: (values, [rows, dim]).
+pub fn beats_features(
+    enc: &BeatsEncoder,
+    x: &[f32],
+    pool: Option<PoolArg>,
+    device: &Device,
+) -> Result<(Vec<f32>, [usize; 2])> {
+    let f = beats_input(x)?;
+    if f.rows < enc.patch {
+        bail!("the clip has {} fbank frames; BEATs needs at least {} (about 0.17 s)", f.rows, enc.patch);
+    }
+    let input = Tensor::<3>::from_data(TensorData::new(f.data, [1, f.rows, f.cols]), device);
+    let out = enc.forward(input, None); // [1, N, D]
+    let [_, n, d] = out.dims();
+    Ok(match pool {
+        None => (to_vec(out), [n, d]),
+        Some(PoolArg::Mean) => (to_vec(out.mean_dim(1)), [1, d]),
+    })
+}
+
+/// Every *.wav file below `dir`, sorted, as paths relative to `dir`.
+fn wavs_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let p = e.with_context(|| format!("cannot list {}", d.display()))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
+                out.push(p.strip_prefix(dir).expect("below dir").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
+    let ModelArg::Beats = a.model;
+    let device = backend::device(a.backend)?;
+    let (_, enc) = load_for_inference(&a.checkpoint, &device)?;
+    let one = |wav_path: &Path, out: &Path| -> Result<[usize; 2]> {
+        let x = wav::load(wav_path)?;
+        let (v, shape) = beats_features(&enc, &x, a.pool, &device)
+            .with_context(|| format!("cannot embed {}", wav_path.display()))?;
+        npy::write(out, &v, &shape)?;
+        Ok(shape)
+    };
+    if !a.wav.is_dir() {
+        let out = if a.out.is_dir() {
+            a.out.join(Path::new(a.wav.file_name().unwrap_or_default()).with_extension("npy"))
+        } else {
+            a.out.clone()
+        };
+        let [r, c] = one(&a.wav, &out)?;
+        if !quiet {
+            eprintln!("wrote {} ({r} × {c}, float32)", out.display());
+        }
+        return Ok(());
+    }
+    if a.out.extension().is_some_and(|e| e == "npy") {
+        bail!("--wav {} is a folder: --out must be a folder, not {}", a.wav.display(), a.out.display());
+    }
+    let wavs = wavs_below(&a.wav)?;
+    if wavs.is_empty() {
+        bail!("no .wav files below {}", a.wav.display());
+    }
+    let bar = Progress::new(wavs.len() as u64, "embed", quiet);
+    for rel in &wavs {
+        one(&a.wav.join(rel), &a.out.join(rel).with_extension("npy"))?;
+        bar.inc(1);
+    }
+    bar.finish();
+    if !quiet {
+        eprintln!("wrote {} embedding files under {}", wavs.len(), a.out.display());
+    }
+    Ok(())
+}

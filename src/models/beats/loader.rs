@@ -1,0 +1,410 @@
+//! Reading released BEATs checkpoints (`torch.save({'cfg': dict, 'model':
+//! state_dict})`, zip pickle) without executing pickle code: burn-store's
+//! `pytorch_reader` parses the pickle opcodes and reads tensor bytes from
+//! the archive.
+//!
+//! Weights go into a [`BeatsEncoder`] through the explicit key map below
+//! ([`key_map`]). Loading is strict: a checkpoint key the model does not
+//! have, a model parameter the checkpoint lacks, a shape that differs and a
+//! non-float dtype are all errors naming the key (and both shapes); every
+//! problem is listed, not only the first.
+//!
+//! Key map (torch key → burn parameter path; Linear weights are stored
+//! [out, in] by torch and [in, out] by burn, hence transposed):
+//!
+//! | torch key | burn path | transform |
+//! |---|---|---|
+//! | `patch_embedding.weight` [E,1,p,p] (`.bias` if `conv_bias`) | same | — |
+//! | `layer_norm.{weight,bias}` [E] | `layer_norm.{gamma,beta}` | — |
+//! | `post_extract_proj.{weight,bias}` (E ≠ D) | same | weight transposed |
+//! | `encoder.pos_conv.0.{weight_g [1,1,k], weight_v [D,D/G,k], bias [D]}` | `encoder.pos_conv.{weight_g,weight_v,bias}` | — (Sequential index 0 dropped) |
+//! | `encoder.layer_norm.{weight,bias}` | `encoder.layer_norm.{gamma,beta}` | — |
+//! | `encoder.layers.{i}.self_attn.{q,k,v,out}_proj.{weight,bias}` | same | weight transposed |
+//! | `encoder.layers.{i}.self_attn.grep_linear.{weight [8,d],bias}` | same | weight transposed |
+//! | `encoder.layers.{i}.self_attn.grep_a` [1,H,1,1] | same | — |
+//! | `encoder.layers.0.self_attn.relative_attention_bias.weight` [NB,H] | same | — |
+//! | `encoder.layers.{i>0}.self_attn.relative_attention_bias.weight` | — | alias of layer 0's table (see below) |
+//! | `encoder.layers.{i}.{self_attn_layer_norm,final_layer_norm}.{weight,bias}` | `….{gamma,beta}` | — |
+//! | `encoder.layers.{i}.fc{1,2}.{weight,bias}` | same | weight transposed |
+//! | `predictor.{weight,bias}` (`finetuned_model`) | same | weight transposed |
+//!
+//! The relative-position table is one module shared by all layers in the
+//! original (layers ≥ 1 hold a reference to layer 0's), so `state_dict()`
+//! lists it under every layer with shared storage. Only layer 0's is loaded;
+//! the copies of other layers may be absent, and when present must have the
+//! same shape and values (a file where they differ is rejected, since no
+//! torch model can have produced it).
+//!
+//! The weight-norm pair (`weight_g`, `weight_v`) is kept as two parameters
+//! and the convolution weight computed from them in every forward pass, as
+//! the original's `weight_norm` hook does.
+
+use super::config::BeatsConfig;
+use super::encoder::BeatsEncoder;
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::store::pytorch_reader::{self, PytorchReader};
+use burn::tensor::{Tensor, TensorData};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// One row of the key map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMapEntry {
+    /// Name in the original `state_dict`.
+    pub torch: String,
+    /// Parameter path in [`BeatsEncoder`].
+    pub burn: String,
+    /// Stored [out, in] by torch, [in, out] by burn.
+    pub transpose: bool,
+}
+
+/// Every checkpoint key of a model of `cfg` and its burn parameter (the
+/// table in the module docs, generated for `cfg`).
+pub fn key_map(cfg: &BeatsConfig) -> Vec<KeyMapEntry> {
+    let mut m = Vec::new();
+    let mut add = |torch: String, burn: String, transpose: bool| m.push(KeyMapEntry { torch, burn, transpose });
+    // torch LayerNorm weight/bias = burn gamma/beta.
+    let layer_norm = |add: &mut dyn FnMut(String, String, bool), torch: &str, burn: &str| {
+        add(format!("{torch}.weight"), format!("{burn}.gamma"), false);
+        add(format!("{torch}.bias"), format!("{burn}.beta"), false);
+    };
+    // torch Linear weight [out, in] → burn [in, out]; bias as is.
+    let linear = |add: &mut dyn FnMut(String, String, bool), name: &str, bias: bool| {
+        add(format!("{name}.weight"), format!("{name}.weight"), true);
+        if bias {
+            add(format!("{name}.bias"), format!("{name}.bias"), false);
+        }
+    };
+    // Patch embedding Conv2d(1, E, p, stride p): same [E, 1, p, p] layout in both.
+    add("patch_embedding.weight".into(), "patch_embedding.weight".into(), false);
+    if cfg.conv_bias {
+        add("patch_embedding.bias".into(), "patch_embedding.bias".into(), false);
+    }
+    layer_norm(&mut add, "layer_norm", "layer_norm");
+    if cfg.embed_dim != cfg.encoder_embed_dim {
+        linear(&mut add, "post_extract_proj", true);
+    }
+    // pos_conv = nn.Sequential(weight_norm(Conv1d), SamePad, GELU): index 0
+    // holds the conv's weight_g, weight_v and bias.
+    for p in ["weight_g", "weight_v", "bias"] {
+        add(format!("encoder.pos_conv.0.{p}"), format!("encoder.pos_conv.{p}"), false);
+    }
+    layer_norm(&mut add, "encoder.layer_norm", "encoder.layer_norm");
+    for i in 0..cfg.encoder_layers {
+        let l = format!("encoder.layers.{i}");
+        for p in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            linear(&mut add, &format!("{l}.self_attn.{p}"), true);
+        }
+        if cfg.gru_rel_pos {
+            linear(&mut add, &format!("{l}.self_attn.grep_linear"), true);
+            add(format!("{l}.self_attn.grep_a"), format!("{l}.self_attn.grep_a"), false);
+        }
+        if cfg.relative_position_embedding && i == 0 {
+            let k = format!("{l}.self_attn.relative_attention_bias.weight");
+            add(k.clone(), k, false);
+        }
+        layer_norm(&mut add, &format!("{l}.self_attn_layer_norm"), &format!("{l}.self_attn_layer_norm"));
+        linear(&mut add, &format!("{l}.fc1"), true);
+        linear(&mut add, &format!("{l}.fc2"), true);
+        layer_norm(&mut add, &format!("{l}.final_layer_norm"), &format!("{l}.final_layer_norm"));
+    }
+    if cfg.finetuned_model {
+        linear(&mut add, "predictor", true);
+    }
+    m
+}
+
+/// Checkpoint keys that repeat layer 0's relative-position table:
+/// (alias, canonical key).
+pub fn shared_aliases(cfg: &BeatsConfig) -> Vec<(String, String)> {
+    if !cfg.relative_position_embedding {
+        return Vec::new();
+    }
+    let canon = "encoder.layers.0.self_attn.relative_attention_bias.weight".to_string();
+    (1..cfg.encoder_layers)
+        .map(|i| (format!("encoder.layers.{i}.self_attn.relative_attention_bias.weight"), canon.clone()))
+        .collect()
+}
+
+enum Source {
+    File(pytorch_reader::Tensor),
+    Data(Vec<f32>),
+    /// Shape only (key manifests); reading it is an error.
+    None,
+}
+
+/// One tensor of a state dict.
+pub struct StateTensor {
+    pub shape: Vec<usize>,
+    source: Source,
+}
+
+impl StateTensor {
+    /// The values as f32 (f32 and f64 checkpoints are accepted).
+    pub fn read(&self, name: &str) -> Result<Vec<f32>> {
+        match &self.source {
+            Source::Data(v) => Ok(v.clone()),
+            Source::None => bail!("{name}: no data (shape-only state dict)"),
+            Source::File(t) => {
+                let bytes = t.read().with_context(|| format!("cannot read tensor {name}"))?;
+                match t.dtype() {
+                    pytorch_reader::DType::F32 => {
+                        Ok(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+                    }
+                    pytorch_reader::DType::F64 => Ok(bytes
+                        .chunks_exact(8)
+                        .map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32)
+                        .collect()),
+                    d => bail!("{name}: dtype {d:?} is not supported (expected float32)"),
+                }
+            }
+        }
+    }
+}
+
+/// A checkpoint's `model` entry: tensor name → shape and values.
+#[derive(Default)]
+pub struct StateDict {
+    tensors: BTreeMap<String, StateTensor>,
+}
+
+impl StateDict {
+    /// The tensors under `key` of a torch checkpoint (`None`: top level).
+    pub fn from_pt(path: &Path, key: Option<&str>) -> Result<StateDict> {
+        let reader = match key {
+            Some(k) => PytorchReader::with_top_level_key(path, k),
+            None => PytorchReader::new(path),
+        }
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut tensors = BTreeMap::new();
+        for (name, t) in reader.into_tensors() {
+            if !matches!(t.dtype(), pytorch_reader::DType::F32 | pytorch_reader::DType::F64) {
+                bail!(
+                    "{}: tensor {name} has dtype {:?}; a BEATs checkpoint holds float32 tensors",
+                    path.display(),
+                    t.dtype()
+                );
+            }
+            tensors.insert(name, StateTensor { shape: t.shape().to_vec(), source: Source::File(t) });
+        }
+        Ok(StateDict { tensors })
+    }
+
+    /// Names and shapes without data (for checking key manifests).
+    pub fn from_shapes(items: impl IntoIterator<Item = (String, Vec<usize>)>) -> StateDict {
+        StateDict {
+            tensors: items.into_iter().map(|(n, s)| (n, StateTensor { shape: s, source: Source::None })).collect(),
+        }
+    }
+
+    /// Adds or replaces a tensor given by its values.
+    pub fn insert(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}: data does not fill the shape");
+        self.tensors.insert(name.to_string(), StateTensor { shape, source: Source::Data(data) });
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<StateTensor> {
+        self.tensors.remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&StateTensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+/// A released-format BEATs checkpoint: configuration and weights.
+pub struct BeatsCheckpoint {
+    pub cfg: BeatsConfig,
+    pub state: StateDict,
+}
+
+/// Reads only the `cfg` of a checkpoint (cheap: no tensor data is read).
+pub fn read_config(path: &Path) -> Result<BeatsConfig> {
+    if !path.is_file() {
+        bail!("BEATs checkpoint {} not found", path.display());
+    }
+    let cfg = PytorchReader::read_pickle_data(path, Some("cfg")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read 'cfg' of {}: {e} (expected a BEATs checkpoint: torch.save({{'cfg': dict, 'model': state_dict}}))",
+            path.display()
+        )
+    })?;
+    BeatsConfig::from_pickle(&cfg).with_context(|| format!("invalid BEATs configuration in {}", path.display()))
+}
+
+/// Reads a checkpoint's configuration and state dict (tensor data is read
+/// when loaded into a model).
+pub fn read_checkpoint(path: &Path) -> Result<BeatsCheckpoint> {
+    let cfg = read_config(path)?;
+    let state = StateDict::from_pt(path, Some("model"))?;
+    Ok(BeatsCheckpoint { cfg, state })
+}
+
+/// Parameter paths and shapes of a module (lazy: nothing is initialised).
+pub fn param_shapes<M: Module>(m: &M) -> BTreeMap<String, Vec<usize>> {
+    #[derive(Default)]
+    struct Shapes {
+        path: Vec<String>,
+        out: BTreeMap<String, Vec<usize>>,
+    }
+    impl ModuleVisitor for Shapes {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.out.insert(self.path.join("."), p.lazy_shape().to_vec());
+        }
+    }
+    let mut s = Shapes::default();
+    m.visit(&mut s);
+    s.out
+}
+
+/// Whether a parameter path belongs to a LoRA adapter (not in checkpoints).
+fn is_adapter(path: &str) -> bool {
+    path.split('.').any(|s| s.ends_with("_lora"))
+}
+
+fn transposed(s: &[usize]) -> Vec<usize> {
+    let mut t = s.to_vec();
+    let n = t.len();
+    t.swap(n - 2, n - 1);
+    t
+}
+
+/// Checks a state dict against `encoder` (built from `cfg`): names and
+/// shapes, every key of both sides. The error lists every problem.
+pub fn check_keys(cfg: &BeatsConfig, encoder: &BeatsEncoder, state: &StateDict) -> Result<()> {
+    let params = param_shapes(encoder);
+    let map = key_map(cfg);
+    let aliases = shared_aliases(cfg);
+    let mut problems = Vec::new();
+    for e in &map {
+        let Some(model_shape) = params.get(&e.burn) else {
+            problems.push(format!("key map names {} -> {}, which the model lacks (internal error)", e.torch, e.burn));
+            continue;
+        };
+        let expected = if e.transpose { transposed(model_shape) } else { model_shape.clone() };
+        match state.get(&e.torch) {
+            None => problems.push(format!("missing key {} (the model expects shape {expected:?})", e.torch)),
+            Some(t) if t.shape != expected => problems
+                .push(format!("{}: checkpoint has shape {:?}, the model expects {expected:?}", e.torch, t.shape)),
+            Some(_) => {}
+        }
+    }
+    let mapped: BTreeSet<&str> = map.iter().map(|e| e.burn.as_str()).collect();
+    for p in params.keys() {
+        if !mapped.contains(p.as_str()) && !is_adapter(p) {
+            problems.push(format!("model parameter {p} has no checkpoint key (internal error)"));
+        }
+    }
+    for (alias, canon) in &aliases {
+        if let (Some(a), Some(c)) = (state.get(alias), params.get(canon))
+            && &a.shape != c
+        {
+            problems.push(format!(
+                "{alias}: checkpoint has shape {:?}, the model expects {c:?} (the table shared with layer 0)",
+                a.shape
+            ));
+        }
+    }
+    let known: BTreeSet<&str> =
+        map.iter().map(|e| e.torch.as_str()).chain(aliases.iter().map(|(a, _)| a.as_str())).collect();
+    for (k, t) in &state.tensors {
+        if !known.contains(k.as_str()) {
+            problems.push(format!(
+                "unexpected key {k} (shape {:?}): a BEATs model of this cfg has no such tensor",
+                t.shape
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the checkpoint does not match the BEATs model of its cfg ({} problem{}):\n  {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Loads a state dict into `encoder` (strict, see [`check_keys`]). The
+/// parameters keep their ids and gradient settings.
+pub fn load_state(cfg: &BeatsConfig, encoder: BeatsEncoder, state: &StateDict) -> Result<BeatsEncoder> {
+    check_keys(cfg, &encoder, state)?;
+    let mut values: BTreeMap<String, (Vec<usize>, Vec<f32>, bool)> = BTreeMap::new();
+    for e in key_map(cfg) {
+        let t = state.get(&e.torch).expect("checked");
+        values.insert(e.burn.clone(), (t.shape.clone(), t.read(&e.torch)?, e.transpose));
+    }
+    for (alias, canon) in shared_aliases(cfg) {
+        if let Some(a) = state.get(&alias) {
+            let v = a.read(&alias)?;
+            let c = &values[&canon].1;
+            if v.iter().zip(c).any(|(x, y)| x.to_bits() != y.to_bits()) {
+                bail!(
+                    "{alias} differs from {canon}: the original shares one relative position table between all \
+                     layers, so the copies must be equal"
+                );
+            }
+        }
+    }
+    let mut mapper = Assign { path: Vec::new(), values };
+    let encoder = encoder.map(&mut mapper);
+    if let Some(k) = mapper.values.keys().next() {
+        bail!("parameter {k} was not assigned (internal error)");
+    }
+    Ok(encoder)
+}
+
+struct Assign {
+    path: Vec<String>,
+    values: BTreeMap<String, (Vec<usize>, Vec<f32>, bool)>,
+}
+
+impl ModuleMapper for Assign {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.values.remove(&self.path.join(".")) {
+            Some((shape, v, transpose)) => {
+                let t = Tensor::<D>::from_data(TensorData::new(v, shape), &p.lazy_device());
+                let t = if transpose { t.transpose() } else { t };
+                let id = p.id;
+                p.transform_for_load(t, id)
+            }
+            None => p,
+        }
+    }
+}
+
+/// Builds the encoder of a checkpoint and loads its weights (frozen
+/// parameters are for the caller to decide; loaded ones are trainable on an
+/// autodiff device unless frozen).
+pub fn load_encoder(path: &Path, device: &burn::tensor::Device) -> Result<(BeatsConfig, BeatsEncoder)> {
+    let ck = read_checkpoint(path)?;
+    let enc = BeatsEncoder::new(&ck.cfg, device);
+    let enc = load_state(&ck.cfg, enc, &ck.state).with_context(|| format!("cannot load {}", path.display()))?;
+    Ok((ck.cfg, enc))
+}

@@ -138,12 +138,11 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, if std > 0.0 { std } else { 1.0 })
 }
 
+/// Fused test rows of a machine, and its fused training scores when every member has them.
+pub type Fused = (Vec<(String, f64)>, Option<Vec<f64>>);
+
 /// Fused scores of one machine: (test rows, fused training scores if every member has them).
-pub fn fuse_machine(
-    sys: &SystemConfig,
-    machine: &str,
-    dirs: &BTreeMap<String, PathBuf>,
-) -> Result<(Vec<(String, f64)>, Option<Vec<f64>>)> {
+pub fn fuse_machine(sys: &SystemConfig, machine: &str, dirs: &BTreeMap<String, PathBuf>) -> Result<Fused> {
     let weights = sys.weights_for(machine)?;
     let mut fused: Option<Vec<(String, f64)>> = None;
     let mut fused_train: Option<Vec<f64>> = Some(Vec::new());

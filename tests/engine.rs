@@ -200,9 +200,9 @@ fn checkpoint_average_is_elementwise_mean() {
     let avg = checkpoint::average(Net::new(&dev), &[d.path().join("a"), d.path().join("b")]).unwrap();
     let (ta, tb, tm) = (tensors(&a), tensors(&b), tensors(&avg));
     for (k, (_, v)) in &tm {
-        for i in 0..v.len() {
+        for (i, got) in v.iter().enumerate() {
             let want = (ta[k].1[i] + tb[k].1[i]) / 2.0;
-            assert!((v[i] - want).abs() < 1e-6, "{k}[{i}]");
+            assert!((got - want).abs() < 1e-6, "{k}[{i}]");
         }
     }
     assert!(checkpoint::average(Net::new(&dev), &[d.path().join("missing")]).is_err());

@@ -162,7 +162,7 @@ impl ClipName {
     pub fn attribute_pairs(&self) -> Option<Vec<(String, String)>> {
         let a = self.attributes.as_deref()?;
         let t: Vec<&str> = a.split('_').collect();
-        if a == NO_ATTRIBUTE || t.len() % 2 != 0 {
+        if a == NO_ATTRIBUTE || !t.len().is_multiple_of(2) {
             return None;
         }
         // Keys are words such as `car`, `spd`, `v1pat`; a token ending in a

@@ -65,7 +65,7 @@ fn load_inner(path: &Path) -> Result<Vec<f32>> {
     if interleaved.is_empty() {
         bail!("the file holds no audio samples");
     }
-    if interleaved.len() % channels != 0 {
+    if !interleaved.len().is_multiple_of(channels) {
         bail!("the data is truncated mid-frame");
     }
     let mono: Vec<f32> = if channels == 1 {

@@ -118,15 +118,15 @@ impl DualBranchCnnConfig {
             bail!("dual_branch_cnn: seconds must be at least 1");
         }
         let [a, b, c] = self.spectrum_heads;
-        if self.branch_dim == 0 || 128 % a != 0 || 128 % b != 0 {
+        if self.branch_dim == 0 || !128usize.is_multiple_of(a) || !128usize.is_multiple_of(b) {
             bail!("dual_branch_cnn: spectrum heads must divide 128 channels");
         }
         let (bins, _, _) = self.input_shapes();
         let l3 = spectrum_lengths(bins)[2];
-        if l3 % c != 0 {
+        if c == 0 || !l3.is_multiple_of(c) {
             bail!("dual_branch_cnn: channel-attention heads ({c}) must divide the final length {l3}");
         }
-        if self.spectrogram_heads.iter().any(|&h| h == 0 || 128 % h != 0) {
+        if self.spectrogram_heads.iter().any(|&h| h == 0 || !128usize.is_multiple_of(h)) {
             bail!("dual_branch_cnn: spectrogram heads must divide 128 channels");
         }
         Ok(())

@@ -40,7 +40,10 @@ impl LossConfig {
         if self.weights_for(n).iter().sum::<f64>() == 0.0 {
             bail!("loss.weights are all zero");
         }
-        if !(self.arcface.scale > 0.0) || !(0.0..std::f64::consts::PI).contains(&self.arcface.margin) {
+        if self.arcface.scale.is_nan()
+            || self.arcface.scale <= 0.0
+            || !(0.0..std::f64::consts::PI).contains(&self.arcface.margin)
+        {
             bail!("loss.arcface: scale must be positive and margin in [0, pi)");
         }
         Ok(())

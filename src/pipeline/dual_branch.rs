@@ -148,7 +148,7 @@ impl ModelKind for DualBranch {
             knn_validation(p, &all, &emb)?
                 .ok_or_else(|| anyhow::anyhow!("train.validate_every is set but no machine has labelled test clips"))
         };
-        let v: Option<&dyn Fn(&DualBranchCnn) -> Result<f64>> = if validating { Some(&validator) } else { None };
+        let v: Option<train::Validator<DualBranchCnn>> = if validating { Some(&validator) } else { None };
         train::fit(&task, self.model(p, device), &p.exp.train, &p.run, device, run_options(p, opts, v))?;
         Ok(())
     }

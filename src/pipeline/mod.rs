@@ -251,7 +251,9 @@ pub fn evaluate_if_possible(p: &Prepared, dir: &Path) -> Result<Option<Report>> 
 /// Official hmean of in-memory scores over the machines with labelled test
 /// clips: the validation metric of training runs.
 pub fn validation_hmean(clips: &[&Clip], scores: &[f64]) -> Result<Option<f64>> {
-    let mut per: BTreeMap<&str, (Vec<bool>, Vec<bool>, Vec<f64>)> = BTreeMap::new();
+    // Per machine: (is anomaly, is target, score) of each labelled clip.
+    type Columns = (Vec<bool>, Vec<bool>, Vec<f64>);
+    let mut per: BTreeMap<&str, Columns> = BTreeMap::new();
     for (c, s) in clips.iter().zip(scores) {
         if let (Some(l), Some(d)) = (c.label(), c.domain()) {
             let e = per.entry(c.machine.as_str()).or_default();
@@ -313,7 +315,7 @@ pub fn embed_progress(n: usize, quiet: bool) -> Progress {
 pub fn run_options<'a, M>(
     p: &Prepared,
     opts: &TrainOptions,
-    validator: Option<&'a dyn Fn(&M) -> Result<f64>>,
+    validator: Option<crate::train::Validator<'a, M>>,
 ) -> RunOptions<'a, M> {
     RunOptions { seed: p.exp.seed, resume: opts.resume, quiet: opts.quiet, stop_after: opts.stop_after, validator }
 }

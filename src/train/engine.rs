@@ -40,6 +40,9 @@ pub trait Task {
     type Batch;
     /// Number of training items (clips).
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Builds a batch on `device` from item indices; `seed` keys any
     /// augmentation randomness for this micro-batch.
     fn batch(&self, items: &[usize], seed: u64, device: &Device) -> Result<Self::Batch>;
@@ -129,8 +132,11 @@ pub struct RunOptions<'a, M> {
     /// time-sliced runs); `last` is saved when stopping.
     pub stop_after: Option<u64>,
     /// Validation metric of a model (higher is better).
-    pub validator: Option<&'a dyn Fn(&M) -> Result<f64>>,
+    pub validator: Option<Validator<'a, M>>,
 }
+
+/// Validation metric of a model (higher is better).
+pub type Validator<'a, M> = &'a dyn Fn(&M) -> Result<f64>;
 
 /// Item order of epoch `epoch`: a seeded Fisher–Yates shuffle.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {

@@ -76,24 +76,6 @@ pub fn beats_features(
     })
 }
 
-/// Every *.wav file below `dir`, sorted, as paths relative to `dir`.
-fn wavs_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
-            let p = e.with_context(|| format!("cannot list {}", d.display()))?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
-                out.push(p.strip_prefix(dir).expect("below dir").to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
     let ModelArg::Beats = a.model;
     let device = backend::device(a.backend)?;
@@ -120,7 +102,7 @@ pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
     if a.out.extension().is_some_and(|e| e == "npy") {
         bail!("--wav {} is a folder: --out must be a folder, not {}", a.wav.display(), a.out.display());
     }
-    let wavs = wavs_below(&a.wav)?;
+    let wavs = crate::data::wav::files_below(&a.wav)?;
     if wavs.is_empty() {
         bail!("no .wav files below {}", a.wav.display());
     }

@@ -112,24 +112,6 @@ fn one(fe: &FrontEnd, wav_path: &Path, out: &Path) -> Result<(usize, usize)> {
     Ok((f.rows, f.cols))
 }
 
-/// Every *.wav file below `dir`, sorted, as paths relative to `dir`.
-fn wavs_below(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
-            let p = e.with_context(|| format!("cannot list {}", d.display()))?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
-                out.push(p.strip_prefix(dir).expect("below dir").to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 pub fn run(a: FeaturesArgs, quiet: bool) -> Result<()> {
     let fe = a.frontend()?;
     if !a.wav.is_dir() {
@@ -147,7 +129,7 @@ pub fn run(a: FeaturesArgs, quiet: bool) -> Result<()> {
     if a.out.extension().is_some_and(|e| e == "npy") {
         bail!("--wav {} is a folder: --out must be a folder, not {}", a.wav.display(), a.out.display());
     }
-    let wavs = wavs_below(&a.wav)?;
+    let wavs = crate::data::wav::files_below(&a.wav)?;
     if wavs.is_empty() {
         bail!("no .wav files below {}", a.wav.display());
     }

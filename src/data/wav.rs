@@ -121,6 +121,24 @@ pub fn fit_length(x: &[f32], n: usize, pad: PadMode) -> Vec<f32> {
     }
 }
 
+/// Every `*.wav` file below `dir` (recursively), sorted, as paths relative to `dir`.
+pub fn files_below(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let p = e.with_context(|| format!("cannot list {}", d.display()))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
+                out.push(p.strip_prefix(dir).expect("below dir").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Writes mono samples as 16-bit PCM at 16 kHz, atomically. Values are
 /// clipped to [-1, 1] and rounded (`round(x * 32767)`).
 pub fn write_pcm16(path: &Path, samples: &[f32]) -> Result<()> {

@@ -2,7 +2,7 @@
 //! configured length, SpecAugment per training sample, the training task
 //! (ArcFace on the pooled embedding), embedding for kNN scoring.
 
-use super::{ModelKind, Prepared, TrainOptions, embed_progress, knn_validation, run_options};
+use super::{ModelKind, Prepared, TrainOptions, embed_in_batches, knn_validation, run_options};
 use crate::cli::Progress;
 use crate::data::Clip;
 use crate::features::cache::FeatureCache;
@@ -10,7 +10,7 @@ use crate::features::fbank::FbankPreset;
 use crate::features::frontend::FrontEnd;
 use crate::features::{Frames, SpecAugment};
 use crate::models::beats::{BeatsBatch, BeatsLora, BeatsLoraConfig};
-use crate::nn::util::{labels_tensor, to_vec};
+use crate::nn::util::labels_tensor;
 use crate::train::{self, StepOutput, Task, checkpoint};
 use crate::util::rng;
 use anyhow::{Result, bail};
@@ -91,23 +91,9 @@ impl Inputs {
         device: &Device,
         quiet: bool,
     ) -> Result<Vec<Vec<f32>>> {
-        let bar = embed_progress(clips.len(), quiet);
-        let mut out = Vec::with_capacity(clips.len());
-        for chunk in clips.chunks(batch.max(1)) {
-            let b = self.batch(chunk, None, None, 0, device)?;
-            let e = model.embed(b.fbank);
-            let [n, d] = e.dims();
-            let v = to_vec(e);
-            out.extend((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()));
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish();
-        Ok(out)
+        embed_in_batches(clips, batch, quiet, |chunk| Ok(model.embed(self.batch(chunk, None, None, 0, device)?.fbank)))
     }
 }
-
-/// Validation metric of a model during training.
-type Validator<'a> = &'a dyn Fn(&BeatsLora) -> Result<f64>;
 
 /// The training task: items are the training clips.
 struct BeatsTask<'a> {
@@ -160,7 +146,7 @@ impl ModelKind for Beats {
             knn_validation(p, &all, &emb)?
                 .ok_or_else(|| anyhow::anyhow!("train.validate_every is set but no machine has labelled test clips"))
         };
-        let v: Option<Validator> = if validating { Some(&validator) } else { None };
+        let v: Option<crate::train::Validator<BeatsLora>> = if validating { Some(&validator) } else { None };
         let model = self.model(p, device, !opts.resume)?;
         train::fit(&task, model, &p.exp.train, &p.run, device, run_options(p, opts, v))?;
         Ok(())

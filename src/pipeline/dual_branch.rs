@@ -1,14 +1,14 @@
 //! The Dual Branch CNN in the pipeline: cached spectrum/spectrogram inputs,
 //! the training task, embedding for scoring and validation.
 
-use super::{ModelKind, Prepared, TrainOptions, embed_progress, knn_validation, run_options};
+use super::{ModelKind, Prepared, TrainOptions, embed_in_batches, knn_validation, run_options};
 use crate::cli::Progress;
 use crate::data::Clip;
 use crate::features::Frames;
 use crate::features::cache::FeatureCache;
 use crate::features::frontend::FrontEnd;
 use crate::models::dual_branch_cnn::{DualBranchBatch, DualBranchCnn, DualBranchCnnConfig};
-use crate::nn::util::{labels_tensor, to_vec};
+use crate::nn::util::labels_tensor;
 use crate::train::{self, StepOutput, Task, checkpoint};
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -85,18 +85,7 @@ impl Inputs {
         device: &Device,
         quiet: bool,
     ) -> Result<Vec<Vec<f32>>> {
-        let bar = embed_progress(clips.len(), quiet);
-        let mut out = Vec::with_capacity(clips.len());
-        for chunk in clips.chunks(batch.max(1)) {
-            let b = self.batch(chunk, None, device)?;
-            let e = model.embed(&b);
-            let [n, d] = e.dims();
-            let v = to_vec(e);
-            out.extend((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()));
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish();
-        Ok(out)
+        embed_in_batches(clips, batch, quiet, |chunk| Ok(model.embed(&self.batch(chunk, None, device)?)))
     }
 }
 

@@ -306,6 +306,27 @@ pub fn ordered_machines(report: &Report) -> Vec<String> {
     v
 }
 
+/// Embeds clips `batch` at a time (one forward pass per chunk) with a
+/// progress bar; `forward` returns the chunk's embeddings [n, dim].
+pub fn embed_in_batches(
+    clips: &[&Clip],
+    batch: usize,
+    quiet: bool,
+    mut forward: impl FnMut(&[&Clip]) -> Result<burn::tensor::Tensor<2>>,
+) -> Result<Vec<Vec<f32>>> {
+    let bar = embed_progress(clips.len(), quiet);
+    let mut out = Vec::with_capacity(clips.len());
+    for chunk in clips.chunks(batch.max(1)) {
+        let e = forward(chunk)?;
+        let [n, d] = e.dims();
+        let v = crate::nn::util::to_vec(e);
+        out.extend((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()));
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+    Ok(out)
+}
+
 /// A progress bar for embedding.
 pub fn embed_progress(n: usize, quiet: bool) -> Progress {
     Progress::new(n as u64, "embed", quiet)

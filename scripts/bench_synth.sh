@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Detection quality of the Dual Branch CNN and its ablations on synthetic
 # data (10 s clips, default `asd synth` counts), CPU-sized training:
-# batch 16, no accumulation, 120 steps, cosine schedule over the run,
+# batch 16, no accumulation, 60 steps, cosine schedule over the run,
 # validation every 20 steps, top-3 averaging. Prints one JSON line per run.
 # Usage: scripts/bench_synth.sh [ASD_BINARY] [OUTPUT_FOLDER]
 set -euo pipefail
@@ -10,8 +10,8 @@ OUT=${2:-bench}
 mkdir -p "$OUT"
 [ -d "$OUT/data/dev_data" ] || "$ASD" synth --out "$OUT/data" --split dev --seed 0 --quiet
 CPU=(--checkpoints "$OUT/checkpoints" --set data.root="$OUT/data" --set features.cache_dir="$OUT/features"
-     --set train.batch_size=16 --set train.grad_accum=1 --set train.max_steps=120
-     --set 'train.schedule={"first_cycle_steps": 120, "warmup_steps": 10, "max_lr": 5e-3, "min_lr": 1e-5}'
+     --set train.batch_size=16 --set train.grad_accum=1 --set train.max_steps=60
+     --set 'train.schedule={"first_cycle_steps": 60, "warmup_steps": 5, "max_lr": 5e-3, "min_lr": 1e-5}'
      --set train.validate_every=20 --set train.save_last_every=20 --set train.checkpoint_every=0)
 for exp in experiments/models/dual_branch_cnn.json experiments/ablations/dual_branch_cnn_*.json; do
     name=$(basename "$exp" .json)

@@ -87,33 +87,24 @@ pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
         npy::write(out, &v, &shape)?;
         Ok(shape)
     };
-    if !a.wav.is_dir() {
-        let out = if a.out.is_dir() {
-            a.out.join(Path::new(a.wav.file_name().unwrap_or_default()).with_extension("npy"))
-        } else {
-            a.out.clone()
-        };
-        let [r, c] = one(&a.wav, &out)?;
-        if !quiet {
-            eprintln!("wrote {} ({r} × {c}, float32)", out.display());
+    let jobs = match super::npy_jobs(&a.wav, &a.out)? {
+        super::NpyJobs::Single(wav, out) => {
+            let [r, c] = one(&wav, &out)?;
+            if !quiet {
+                eprintln!("wrote {} ({r} × {c}, float32)", out.display());
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    if a.out.extension().is_some_and(|e| e == "npy") {
-        bail!("--wav {} is a folder: --out must be a folder, not {}", a.wav.display(), a.out.display());
-    }
-    let wavs = crate::data::wav::files_below(&a.wav)?;
-    if wavs.is_empty() {
-        bail!("no .wav files below {}", a.wav.display());
-    }
-    let bar = Progress::new(wavs.len() as u64, "embed", quiet);
-    for rel in &wavs {
-        one(&a.wav.join(rel), &a.out.join(rel).with_extension("npy"))?;
+        super::NpyJobs::Folder(jobs) => jobs,
+    };
+    let bar = Progress::new(jobs.len() as u64, "embed", quiet);
+    for (wav, out) in &jobs {
+        one(wav, out)?;
         bar.inc(1);
     }
     bar.finish();
     if !quiet {
-        eprintln!("wrote {} embedding files under {}", wavs.len(), a.out.display());
+        eprintln!("wrote {} embedding files under {}", jobs.len(), a.out.display());
     }
     Ok(())
 }

@@ -114,34 +114,25 @@ fn one(fe: &FrontEnd, wav_path: &Path, out: &Path) -> Result<(usize, usize)> {
 
 pub fn run(a: FeaturesArgs, quiet: bool) -> Result<()> {
     let fe = a.frontend()?;
-    if !a.wav.is_dir() {
-        let out = if a.out.is_dir() {
-            a.out.join(Path::new(a.wav.file_name().unwrap_or_default()).with_extension("npy"))
-        } else {
-            a.out.clone()
-        };
-        let (rows, cols) = one(&fe, &a.wav, &out)?;
-        if !quiet {
-            eprintln!("wrote {} ({rows} × {cols}, float32)", out.display());
+    let jobs = match super::npy_jobs(&a.wav, &a.out)? {
+        super::NpyJobs::Single(wav, out) => {
+            let (rows, cols) = one(&fe, &wav, &out)?;
+            if !quiet {
+                eprintln!("wrote {} ({rows} × {cols}, float32)", out.display());
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    if a.out.extension().is_some_and(|e| e == "npy") {
-        bail!("--wav {} is a folder: --out must be a folder, not {}", a.wav.display(), a.out.display());
-    }
-    let wavs = crate::data::wav::files_below(&a.wav)?;
-    if wavs.is_empty() {
-        bail!("no .wav files below {}", a.wav.display());
-    }
-    let bar = Progress::new(wavs.len() as u64, "features", quiet);
-    wavs.par_iter().try_for_each(|rel| -> Result<()> {
-        one(&fe, &a.wav.join(rel), &a.out.join(rel).with_extension("npy"))?;
+        super::NpyJobs::Folder(jobs) => jobs,
+    };
+    let bar = Progress::new(jobs.len() as u64, "features", quiet);
+    jobs.par_iter().try_for_each(|(wav, out)| -> Result<()> {
+        one(&fe, wav, out)?;
         bar.inc(1);
         Ok(())
     })?;
     bar.finish();
     if !quiet {
-        eprintln!("wrote {} feature files ({}) under {}", wavs.len(), fe.to_json(), a.out.display());
+        eprintln!("wrote {} feature files ({}) under {}", jobs.len(), fe.to_json(), a.out.display());
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ mod synth;
 
 pub use progress::Progress;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 /// Unsupervised anomalous sound detection (DCASE 2024 Task 2, THUEE system) on burn.
@@ -41,6 +43,34 @@ pub enum Command {
     Run(run::RunArgs),
     /// Calibrate and fuse the scores of several runs per machine group (report §3.2–3.4).
     Fuse(fuse::FuseArgs),
+}
+
+/// What `--wav FILE|DIR --out FILE.npy|DIR` asks for.
+pub(crate) enum NpyJobs {
+    /// One clip to one file (`--out` may be a folder to write into).
+    Single(PathBuf, PathBuf),
+    /// Every wav below a folder, mirrored as `.npy` files below `--out`.
+    Folder(Vec<(PathBuf, PathBuf)>),
+}
+
+/// Resolves `--wav` / `--out` of the verbs that write one `.npy` per clip.
+pub(crate) fn npy_jobs(wav: &std::path::Path, out: &std::path::Path) -> anyhow::Result<NpyJobs> {
+    if !wav.is_dir() {
+        let target = if out.is_dir() {
+            out.join(std::path::Path::new(wav.file_name().unwrap_or_default()).with_extension("npy"))
+        } else {
+            out.to_path_buf()
+        };
+        return Ok(NpyJobs::Single(wav.to_path_buf(), target));
+    }
+    if out.extension().is_some_and(|e| e == "npy") {
+        anyhow::bail!("--wav {} is a folder: --out must be a folder, not {}", wav.display(), out.display());
+    }
+    let wavs = crate::data::wav::files_below(wav)?;
+    if wavs.is_empty() {
+        anyhow::bail!("no .wav files below {}", wav.display());
+    }
+    Ok(NpyJobs::Folder(wavs.iter().map(|rel| (wav.join(rel), out.join(rel).with_extension("npy"))).collect()))
 }
 
 /// Runs one parsed command line.

@@ -4,7 +4,7 @@
 # Cargo.toml), so `make demo` after `make test` needs no second build.
 
 CARGO ?= cargo
-ASD := target/debug/asd
+ASD ?= $(or $(CARGO_TARGET_DIR),target)/debug/asd
 DEMO ?= demo
 
 .PHONY: all build test demo fmt clippy lint clean-demo

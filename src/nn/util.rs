@@ -80,3 +80,47 @@ pub fn count_params<M: burn::module::Module>(m: &M) -> usize {
     m.visit(&mut c);
     c.n
 }
+
+/// A float tensor's new value, addressed by its module path.
+pub struct ParamValue {
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+    /// Transpose after building (PyTorch stores Linear weights as [out, in]).
+    pub transpose: bool,
+}
+
+/// Replaces the float tensors named in `values` (parameters and running
+/// statistics), keeping their ids and gradient settings. Returns the module
+/// and the names that matched no tensor.
+pub fn assign_params<M: burn::module::Module>(
+    m: M,
+    values: std::collections::BTreeMap<String, ParamValue>,
+) -> (M, Vec<String>) {
+    struct Assign {
+        path: Vec<String>,
+        values: std::collections::BTreeMap<String, ParamValue>,
+    }
+    impl burn::module::ModuleMapper for Assign {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, p: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+            match self.values.remove(&self.path.join(".")) {
+                Some(v) => {
+                    let t = Tensor::<D>::from_data(TensorData::new(v.data, v.shape), &p.lazy_device());
+                    let t = if v.transpose { t.transpose() } else { t };
+                    let id = p.id;
+                    p.transform_for_load(t, id)
+                }
+                None => p,
+            }
+        }
+    }
+    let mut a = Assign { path: Vec::new(), values };
+    let m = m.map(&mut a);
+    (m, a.values.into_keys().collect())
+}

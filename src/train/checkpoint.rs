@@ -6,11 +6,12 @@
 //! temporary name and renamed into place, so a crash never leaves a
 //! half-written checkpoint where a complete one is expected.
 
+use crate::nn::util::{ParamValue, assign_params};
 use crate::util::atomic;
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -163,31 +164,6 @@ impl ModuleVisitor for Collect {
     }
 }
 
-struct Replace {
-    path: Vec<String>,
-    new: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
-}
-
-impl ModuleMapper for Replace {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.new.remove(&self.path.join(".")) {
-            Some((shape, v)) => {
-                let id = p.id;
-                let data = TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), shape);
-                let t = Tensor::<D>::from_data(data, &p.lazy_device());
-                p.transform_for_load(t, id)
-            }
-            None => p,
-        }
-    }
-}
-
 /// Named float tensors of a module (for tests and averaging).
 pub fn tensors<M: Module>(model: &M) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
     let _ = model.valid();
@@ -223,9 +199,14 @@ pub fn average<M: Module>(template: M, dirs: &[PathBuf]) -> Result<M> {
     for (_, v) in sum.values_mut() {
         v.iter_mut().for_each(|a| *a /= n);
     }
-    let mut r = Replace { path: Vec::new(), new: sum };
-    let out = template.map(&mut r);
-    if let Some(k) = r.new.keys().next() {
+    let values = sum
+        .into_iter()
+        .map(|(k, (shape, v))| {
+            (k, ParamValue { shape, data: v.into_iter().map(|x| x as f32).collect(), transpose: false })
+        })
+        .collect();
+    let (out, unmatched) = assign_params(template, values);
+    if let Some(k) = unmatched.first() {
         bail!("averaging left tensor {k} unmatched");
     }
     Ok(out)

@@ -41,10 +41,11 @@
 
 use super::config::BeatsConfig;
 use super::encoder::BeatsEncoder;
+use crate::nn::util::{ParamValue, assign_params};
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::pytorch_reader::{self, PytorchReader};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -349,15 +350,18 @@ pub fn check_keys(cfg: &BeatsConfig, encoder: &BeatsEncoder, state: &StateDict) 
 /// parameters keep their ids and gradient settings.
 pub fn load_state(cfg: &BeatsConfig, encoder: BeatsEncoder, state: &StateDict) -> Result<BeatsEncoder> {
     check_keys(cfg, &encoder, state)?;
-    let mut values: BTreeMap<String, (Vec<usize>, Vec<f32>, bool)> = BTreeMap::new();
+    let mut values: BTreeMap<String, ParamValue> = BTreeMap::new();
     for e in key_map(cfg) {
         let t = state.get(&e.torch).expect("checked");
-        values.insert(e.burn.clone(), (t.shape.clone(), t.read(&e.torch)?, e.transpose));
+        values.insert(
+            e.burn.clone(),
+            ParamValue { shape: t.shape.clone(), data: t.read(&e.torch)?, transpose: e.transpose },
+        );
     }
     for (alias, canon) in shared_aliases(cfg) {
         if let Some(a) = state.get(&alias) {
             let v = a.read(&alias)?;
-            let c = &values[&canon].1;
+            let c = &values[&canon].data;
             if v.iter().zip(c).any(|(x, y)| x.to_bits() != y.to_bits()) {
                 bail!(
                     "{alias} differs from {canon}: the original shares one relative position table between all \
@@ -366,37 +370,11 @@ pub fn load_state(cfg: &BeatsConfig, encoder: BeatsEncoder, state: &StateDict) -
             }
         }
     }
-    let mut mapper = Assign { path: Vec::new(), values };
-    let encoder = encoder.map(&mut mapper);
-    if let Some(k) = mapper.values.keys().next() {
+    let (encoder, unassigned) = assign_params(encoder, values);
+    if let Some(k) = unassigned.first() {
         bail!("parameter {k} was not assigned (internal error)");
     }
     Ok(encoder)
-}
-
-struct Assign {
-    path: Vec<String>,
-    values: BTreeMap<String, (Vec<usize>, Vec<f32>, bool)>,
-}
-
-impl ModuleMapper for Assign {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.values.remove(&self.path.join(".")) {
-            Some((shape, v, transpose)) => {
-                let t = Tensor::<D>::from_data(TensorData::new(v, shape), &p.lazy_device());
-                let t = if transpose { t.transpose() } else { t };
-                let id = p.id;
-                p.transform_for_load(t, id)
-            }
-            None => p,
-        }
-    }
 }
 
 /// Builds the encoder of a checkpoint and loads its weights (frozen

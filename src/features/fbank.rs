@@ -21,7 +21,7 @@
 //!
 //! Steps 3–4 run in f64 (torch uses f32): the result differs from
 //! torchaudio by the f32 rounding of the reference itself, ~1e-3 at most in
-//! the log domain (see `tests/frontend_parity.rs`).
+//! the log domain (see `tests/suite/frontend_parity.rs`).
 //!
 //! Model inputs: [`beats_input`] = `(fbank − 15.41663) / (2·6.55582)`, no
 //! padding; [`eat_input`] = raw EAT fbank zero-padded/cropped in the fbank

@@ -2,7 +2,7 @@
 //! CosineAnnealingWarmupRestarts (katsura-jp scheduler driven by torch AdamW)
 //! and ArcFace values and gradients (torch autograd, float64).
 
-mod common;
+use crate::common;
 use asd::nn::util::{labels_tensor, to_vec};
 use asd::nn::{ArcFace, ArcFaceConfig};
 use asd::train::CosineWarmupRestarts;

@@ -1,7 +1,6 @@
 //! The `asd` binary end to end on synthetic data: synth layout, training,
 //! scoring, evaluation, determinism, resume, experiment files and errors.
 
-mod common;
 use asd::data::Dataset;
 use asd::data::machines::DataSet;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! computed from the reference fbank 1e-4; the final output from this
 //! project's fbank 2e-3; buckets exact.
 
-mod common;
+use crate::common;
 
 use asd::data::wav;
 use asd::features::fbank::beats_input;

@@ -1,7 +1,7 @@
 //! The kNN back-end against scikit-learn / imbalanced-learn references
 //! (tests/fixtures/shared/backend/knn_smote.json, models.md §5.1–5.2).
 
-mod common;
+use crate::common;
 use asd::scoring::smote::{self, Draw};
 use asd::scoring::{KnnConfig, KnnMetric, KnnScorer, SmoteConfig};
 use common::*;

@@ -2,7 +2,7 @@
 //! trains, what stays frozen, merging, seeded training noise, and the
 //! trainable parameter count of the full BEATs_iter3 configuration.
 
-mod common;
+use crate::common;
 
 use asd::models::beats::lora::{self, LoraAdapter};
 use asd::models::beats::{BeatsBatch, BeatsConfig, BeatsEncoder, BeatsLora, BeatsLoraConfig, LoraConfig, Pooling};

@@ -1,0 +1,17 @@
+//! The integration tests, compiled as one binary: every test binary links
+//! all of burn, so one binary instead of eleven saves minutes of linking and
+//! gigabytes of disk on a fresh build.
+
+mod common;
+
+mod backends;
+mod beats_lora;
+mod beats_parity;
+mod cli;
+mod engine;
+mod evaluator_parity;
+mod experiment_files;
+mod frontend_parity;
+mod metrics_fixtures;
+mod scoring_parity;
+mod training_parity;

@@ -53,16 +53,22 @@ impl burn::module::ModuleVisitor for Touch {
     }
 }
 
-/// Number of learnable scalars of a module, as PyTorch counts
-/// `parameters()`: batch-norm running statistics are excluded (burn's
-/// `num_params` includes them).
-pub fn count_params<M: burn::module::Module>(m: &M) -> usize {
+/// Id and shape of one float tensor of a module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamMeta {
+    pub id: burn::module::ParamId,
+    pub shape: Vec<usize>,
+}
+
+/// Every float tensor of a module (parameters and batch-norm running
+/// statistics) by its dotted path. Lazy: nothing is initialised or read.
+pub fn named_params<M: burn::module::Module>(m: &M) -> std::collections::BTreeMap<String, ParamMeta> {
     #[derive(Default)]
-    struct Count {
+    struct Named {
         path: Vec<String>,
-        n: usize,
+        out: std::collections::BTreeMap<String, ParamMeta>,
     }
-    impl burn::module::ModuleVisitor for Count {
+    impl burn::module::ModuleVisitor for Named {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
@@ -70,15 +76,23 @@ pub fn count_params<M: burn::module::Module>(m: &M) -> usize {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
-            let last = self.path.last().map(String::as_str).unwrap_or("");
-            if !matches!(last, "running_mean" | "running_var") {
-                self.n += p.lazy_shape().num_elements();
-            }
+            self.out.insert(self.path.join("."), ParamMeta { id: p.id, shape: p.lazy_shape().to_vec() });
         }
     }
-    let mut c = Count::default();
-    m.visit(&mut c);
-    c.n
+    let mut v = Named::default();
+    m.visit(&mut v);
+    v.out
+}
+
+/// Number of learnable scalars of a module, as PyTorch counts
+/// `parameters()`: batch-norm running statistics are excluded (burn's
+/// `num_params` includes them).
+pub fn count_params<M: burn::module::Module>(m: &M) -> usize {
+    named_params(m)
+        .iter()
+        .filter(|(path, _)| !matches!(path.rsplit('.').next(), Some("running_mean" | "running_var")))
+        .map(|(_, p)| p.shape.iter().product::<usize>())
+        .sum()
 }
 
 /// A float tensor's new value, addressed by its module path.

@@ -7,9 +7,9 @@ use crate::common;
 use asd::models::beats::lora::{self, LoraAdapter};
 use asd::models::beats::{BeatsBatch, BeatsConfig, BeatsEncoder, BeatsLora, BeatsLoraConfig, LoraConfig, Pooling};
 use asd::nn::LossConfig;
-use asd::nn::util::labels_tensor;
+use asd::nn::util::{labels_tensor, named_params};
 use asd::train::checkpoint;
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -39,27 +39,13 @@ fn fbank_batch(device: &Device) -> Tensor<3> {
 
 /// Every float parameter: path → (id, is part of the frozen encoder).
 fn params(m: &BeatsLora) -> BTreeMap<String, (ParamId, bool)> {
-    #[derive(Default)]
-    struct V {
-        path: Vec<String>,
-        out: BTreeMap<String, (ParamId, bool)>,
-    }
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, n: &str, _: &str) {
-            self.path.push(n.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let path = self.path.join(".");
+    named_params(m)
+        .into_iter()
+        .map(|(path, p)| {
             let frozen = path.starts_with("encoder.") && !path.contains("_lora.");
-            self.out.insert(path, (p.id, frozen));
-        }
-    }
-    let mut v = V::default();
-    m.visit(&mut v);
-    v.out
+            (path, (p.id, frozen))
+        })
+        .collect()
 }
 
 fn has_grad(gp: &GradientsParams, id: ParamId, dims: usize) -> bool {

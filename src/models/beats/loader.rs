@@ -41,11 +41,10 @@
 
 use super::config::BeatsConfig;
 use super::encoder::BeatsEncoder;
-use crate::nn::util::{ParamValue, assign_params};
+use crate::nn::util::{ParamValue, assign_params, named_params};
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::store::pytorch_reader::{self, PytorchReader};
-use burn::tensor::Tensor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -256,25 +255,7 @@ pub fn read_checkpoint(path: &Path) -> Result<BeatsCheckpoint> {
 
 /// Parameter paths and shapes of a module (lazy: nothing is initialised).
 pub fn param_shapes<M: Module>(m: &M) -> BTreeMap<String, Vec<usize>> {
-    #[derive(Default)]
-    struct Shapes {
-        path: Vec<String>,
-        out: BTreeMap<String, Vec<usize>>,
-    }
-    impl ModuleVisitor for Shapes {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.out.insert(self.path.join("."), p.lazy_shape().to_vec());
-        }
-    }
-    let mut s = Shapes::default();
-    m.visit(&mut s);
-    s.out
+    named_params(m).into_iter().map(|(path, p)| (path, p.shape)).collect()
 }
 
 /// Whether a parameter path belongs to a LoRA adapter (not in checkpoints).

@@ -7,7 +7,7 @@ CARGO ?= cargo
 ASD ?= $(or $(CARGO_TARGET_DIR),target)/debug/asd
 DEMO ?= demo
 
-.PHONY: all build test demo fmt clippy lint clean-demo
+.PHONY: all build test demo fmt fmt-check clippy lint clean-demo
 
 all: build
 
@@ -20,13 +20,17 @@ test:
 demo: build
 	./scripts/demo.sh $(ASD) $(DEMO)
 
+# Rewrites the sources; `make lint` only checks (as CI does).
 fmt:
 	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all --check
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-lint: fmt clippy
+lint: fmt-check clippy
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -122,7 +122,7 @@ pub fn member_dirs(sys: &SystemConfig, system_file: &Path, checkpoints: &Path) -
             let p = base.join(spec);
             let dir = if spec.ends_with(".json") {
                 let exp = Experiment::load(&p, &[]).with_context(|| format!("member {id}"))?;
-                exp.run_dir(checkpoints).join("scores")
+                crate::train::RunDir::new(exp.run_dir(checkpoints)).scores()
             } else {
                 p
             };

@@ -1,12 +1,12 @@
 //! `asd embed`: a pre-trained model's output features of wav clips as
 //! float32 `.npy`.
 
-use super::Progress;
 use crate::backend::{self, BackendName};
 use crate::data::wav;
 use crate::features::fbank::beats_input;
 use crate::models::beats::{BeatsEncoder, load_for_inference};
 use crate::nn::util::to_vec;
+use crate::util::Progress;
 use crate::util::npy;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};

@@ -1,8 +1,8 @@
 //! `asd features`: writes what a model sees as a 2-D float32 `.npy`.
 
-use super::Progress;
 use crate::data::wav;
 use crate::features::{EatLength, FbankPreset, FrontEnd, LogmelPreset};
+use crate::util::Progress;
 use crate::util::npy;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};

@@ -37,7 +37,7 @@ pub enum SetArg {
 pub fn run(a: FuseArgs, quiet: bool) -> Result<()> {
     let sys = SystemConfig::load(&a.system)?;
     let dirs = fusion::member_dirs(&sys, &a.system, &a.checkpoints)?;
-    let out = a.out.unwrap_or_else(|| a.checkpoints.join(&sys.name).join("scores"));
+    let out = a.out.unwrap_or_else(|| crate::train::RunDir::new(a.checkpoints.join(&sys.name)).scores());
     let machines = fusion::fuse(&sys, &dirs, &out, quiet)?;
     if !quiet {
         eprintln!("fused {} machine types into {}", machines.len(), out.display());
@@ -49,7 +49,7 @@ pub fn run(a: FuseArgs, quiet: bool) -> Result<()> {
         });
         let truth = GroundTruth::load(&gt, set)?;
         let report = metrics::evaluate_dir(&truth, &out, &metrics::Decisions::IfPresent(out.clone()))?;
-        super::run::print_report(&report);
+        println!("{}", report.table());
     }
     Ok(())
 }

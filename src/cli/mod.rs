@@ -4,11 +4,8 @@ mod embed;
 mod evaluate;
 mod features;
 mod fuse;
-mod progress;
 mod run;
 mod synth;
-
-pub use progress::Progress;
 
 use std::path::PathBuf;
 

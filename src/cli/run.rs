@@ -2,9 +2,8 @@
 
 use crate::backend::BackendName;
 use crate::experiment::Experiment;
-use crate::metrics::official::Report;
 use crate::pipeline::{self, TrainOptions};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -50,13 +49,10 @@ pub struct ScoreArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(about = "Train (or resume) then score and evaluate an experiment")]
+#[command(about = "Train (resuming a run stopped early) then score and evaluate an experiment")]
 pub struct RunArgs {
     #[command(flatten)]
     pub exp: ExperimentArgs,
-    /// Continue an interrupted run.
-    #[arg(long)]
-    pub resume: bool,
 }
 
 fn prepare(a: &ExperimentArgs) -> Result<pipeline::Prepared> {
@@ -87,31 +83,45 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
 pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
     crate::backend::device(a.exp.backend)?;
     let current = Experiment::load(&a.exp.experiment, &a.exp.overrides)?;
-    let run = current.run_dir(&a.exp.checkpoints);
-    let mut exp = Experiment::load_resolved(&run.join("config.json"))?;
+    let run = crate::train::RunDir::new(current.run_dir(&a.exp.checkpoints));
+    let mut exp = Experiment::load_resolved(&run.config())
+        .with_context(|| format!("{} has not been trained (no readable configuration)", run.root.display()))?;
     exp.scoring = current.scoring;
     exp.data.root = current.data.root;
     let p = pipeline::prepare(exp, &a.exp.checkpoints)?;
     let out = pipeline::score(&p, a.exp.backend, a.out.as_deref(), quiet)?;
     say(quiet, &format!("submission files in {}", out.dir.display()));
     if let Some(r) = out.report {
-        print_report(&r);
+        println!("{}", r.table());
     }
     Ok(())
 }
 
+/// Trains what is not trained yet (a run stopped early is resumed: its
+/// saved configuration must match), then scores and evaluates.
 pub fn run(a: RunArgs, quiet: bool) -> Result<()> {
     let p = prepare(&a.exp)?;
-    let trained = p.run.last().join("state.json").exists();
-    if !trained || a.resume {
-        pipeline::train(&p, a.exp.backend, &TrainOptions { resume: a.resume && trained, quiet, stop_after: None })?;
+    let (done, asked) = p.progress()?;
+    let started = p.started()?;
+    if done >= asked && started {
+        say(quiet, &format!("{} is already trained ({done} steps); scoring it", p.run.root.display()));
     } else {
-        say(quiet, &format!("{} is already trained; scoring it", p.run.root.display()));
+        if started {
+            say(quiet, &format!("{} stopped at step {done} of {asked}; resuming", p.run.root.display()));
+        }
+        let opts = TrainOptions { resume: started, quiet, stop_after: None };
+        pipeline::train(&p, a.exp.backend, &opts).with_context(|| {
+            if started {
+                "cannot resume the run (use another name, or remove the run folder to start over)"
+            } else {
+                "training failed"
+            }
+        })?;
     }
     let out = pipeline::score(&p, a.exp.backend, None, quiet)?;
     say(quiet, &format!("submission files in {}", out.dir.display()));
     if let Some(r) = out.report {
-        print_report(&r);
+        println!("{}", r.table());
     }
     Ok(())
 }
@@ -120,14 +130,4 @@ fn say(quiet: bool, msg: &str) {
     if !quiet {
         eprintln!("{msg}");
     }
-}
-
-/// A short per-machine table on stdout.
-pub fn print_report(r: &Report) {
-    println!("{:<16} {:>8} {:>8} {:>8}", "machine", "AUC-s", "AUC-t", "pAUC");
-    for m in pipeline::ordered_machines(r) {
-        let x = &r.machines[&m];
-        println!("{:<16} {:>8.4} {:>8.4} {:>8.4}", m, x.auc_source, x.auc_target, x.pauc);
-    }
-    println!("official score (hmean): {:.4}", r.official_score);
 }

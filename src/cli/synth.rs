@@ -1,8 +1,8 @@
 //! `asd synth`: synthetic machine sounds in the DCASE 2024 layout.
 
-use super::Progress;
 use crate::data::machines::DataSet;
 use crate::data::synth::{self, SynthConfig};
+use crate::util::Progress;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;

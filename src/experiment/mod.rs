@@ -8,8 +8,9 @@
 //!   "features": {"cache_dir": "checkpoints/.features"},
 //!   "model": {"kind": "dual_branch_cnn", "seconds": 10.0},
 //!   "loss": {"arcface": {"scale": 30.0, "margin": 0.5}, "weights": [1.0, 1.0, 1.0]},
-//!   "train": {"batch_size": 64, "grad_accum": 8, "max_steps": 1000, ...},
-//!   "scoring": {"checkpoint": "averaged", "knn": {"k": 1}}
+//!   "train": {"batch_size": 64, "grad_accum": 8, "max_steps": 1000,
+//!             "checkpoint_every": 100, "selection": {"rule": "average_last", "k": 3}, ...},
+//!   "scoring": {"checkpoint": "selected", "knn": {"k": 1}}
 //! }
 //! ```
 //! Files may `extends` a parent and `--set path=value` overrides fields
@@ -23,8 +24,7 @@ use crate::data::labels::LabelScheme;
 use crate::data::machines::{DataSet, MachineGroup};
 use crate::features::specaugment::SpecAugment;
 use crate::metrics::threshold::DecisionRule;
-use crate::models::beats::BeatsLoraConfig;
-use crate::models::dual_branch_cnn::DualBranchCnnConfig;
+pub use crate::models::ModelConfig;
 use crate::nn::LossConfig;
 use crate::scoring::KnnConfig;
 use crate::train::TrainConfig;
@@ -64,9 +64,16 @@ pub struct DataConfig {
     /// Machine types (empty = every type found).
     #[serde(default)]
     pub machines: Vec<String>,
-    /// Restrict to one machine group (NF-CDEE trains one model per group).
+    /// Restrict to one machine group.
     #[serde(default)]
     pub group: Option<MachineGroup>,
+    /// Train one model per machine group present (NF-CDEE, report §2.1),
+    /// each in its own sub-run `groups/<group>/` of the run folder.
+    #[serde(default)]
+    pub per_group: bool,
+    /// With `per_group`: the groups to train (empty = every group present).
+    #[serde(default)]
+    pub groups: Vec<MachineGroup>,
     /// Auxiliary-task classes.
     #[serde(default)]
     pub labels: LabelScheme,
@@ -99,29 +106,13 @@ impl Default for FeatureSettings {
     }
 }
 
-/// The model and its architecture settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ModelConfig {
-    DualBranchCnn(DualBranchCnnConfig),
-    BeatsLora(BeatsLoraConfig),
-}
-
-impl ModelConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ModelConfig::DualBranchCnn(_) => "dual_branch_cnn",
-            ModelConfig::BeatsLora(_) => "beats_lora",
-        }
-    }
-}
-
 /// How test clips are scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoringConfig {
-    /// Checkpoint to score with: `last`, `best`, `averaged` or `step-N`.
-    #[serde(default = "last")]
+    /// Checkpoint to score with: `selected` (what `train.selection` chose),
+    /// `last`, `averaged`, `best` (test-label selection only) or `step-N`.
+    #[serde(default = "selected")]
     pub checkpoint: String,
     /// kNN back-end on the embeddings.
     #[serde(default)]
@@ -134,8 +125,8 @@ pub struct ScoringConfig {
     pub batch_size: usize,
 }
 
-fn last() -> String {
-    "last".into()
+fn selected() -> String {
+    "selected".into()
 }
 fn embed_batch() -> usize {
     16
@@ -144,7 +135,7 @@ fn embed_batch() -> usize {
 impl Default for ScoringConfig {
     fn default() -> Self {
         ScoringConfig {
-            checkpoint: last(),
+            checkpoint: selected(),
             knn: KnnConfig::default(),
             decision: DecisionRule::default(),
             batch_size: embed_batch(),
@@ -180,15 +171,25 @@ impl Experiment {
         if self.scoring.batch_size == 0 {
             bail!("scoring.batch_size must be at least 1");
         }
-        match &self.model {
-            ModelConfig::DualBranchCnn(c) => {
-                c.validate()?;
-                self.loss.validate(3)?;
-            }
-            ModelConfig::BeatsLora(c) => {
-                c.validate()?;
-                self.loss.validate(1)?;
-            }
+        if self.train.selection.reads_test_labels() && self.data.sets.contains(&DataSet::Eval) {
+            bail!(
+                "train.selection \"test_labels_dev_only\" reads test labels to choose the checkpoint; it is refused \
+                 on the evaluation split (data.sets contains \"eval\")"
+            );
+        }
+        if !self.data.groups.is_empty() && !self.data.per_group {
+            bail!("data.groups applies with data.per_group = true");
+        }
+        if self.data.per_group && self.data.group.is_some() {
+            bail!("data.group and data.per_group exclude each other");
+        }
+        let info = self.model.info();
+        info.validate()?;
+        let terms = info.loss_terms();
+        if terms > 0 {
+            self.loss.validate(terms)?;
+        } else if !self.loss.weights.is_empty() {
+            bail!("loss.weights: model kind {} has no classification loss to weight", self.model.kind());
         }
         Ok(())
     }

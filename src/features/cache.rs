@@ -91,6 +91,16 @@ impl FeatureCache {
         {
             return Ok(Frames::new(data, shape[0], shape[1]));
         }
+        self.recompute(wav_path, compute)
+    }
+
+    /// Computes the features of `wav_path` afresh and replaces its cache
+    /// file (for a cached file that turned out unusable).
+    pub fn recompute<F>(&self, wav_path: &Path, compute: F) -> Result<Frames>
+    where
+        F: Fn(&[f32]) -> Result<Frames>,
+    {
+        let file = self.path_for(wav_path)?;
         let x = wav::load(wav_path)?;
         let f = compute(&x).with_context(|| format!("cannot compute features of {}", wav_path.display()))?;
         npy::write(&file, &f.data, &[f.rows, f.cols])

@@ -280,29 +280,29 @@ fn parse_gt_file_name(file: &str) -> Result<String> {
     Ok(machine.to_string())
 }
 
-/// Splits a CSV text into rows of trimmed fields; `\n` or `\r\n` line ends,
-/// trailing empty lines ignored, a UTF-8 BOM skipped. Fields may be wrapped
-/// in double quotes. Returns (1-based row, fields).
-pub(crate) fn csv_rows(text: &str) -> Vec<(usize, Vec<String>)> {
+/// Parses a CSV text into rows of trimmed fields (RFC 4180 quoting through
+/// the `csv` crate; `\n` or `\r\n` line ends, blank lines skipped, a UTF-8
+/// BOM skipped, rows of any width); a blank line before the last row is an
+/// error (a hand-edited file lost a row?). Returns (1-based line, fields).
+pub(crate) fn csv_rows(text: &str) -> Result<Vec<(usize, Vec<String>)>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
-    while lines.last().is_some_and(|l| l.trim().is_empty()) {
-        lines.pop();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines.iter().rposition(|l| !l.trim().is_empty()).unwrap_or(0);
+    if let Some(i) = lines[..last].iter().position(|l| l.trim().is_empty()) {
+        bail!("row {}: empty line", i + 1);
     }
-    lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let fields = l
-                .split(',')
-                .map(|f| {
-                    let f = f.trim();
-                    f.strip_prefix('"').and_then(|g| g.strip_suffix('"')).unwrap_or(f).to_string()
-                })
-                .collect();
-            (i + 1, fields)
-        })
-        .collect()
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| anyhow::anyhow!("malformed CSV: {e}"))?;
+        let line = record.position().map_or(rows.len() + 1, |p| p.line() as usize);
+        if record.len() == 1 && record[0].is_empty() {
+            continue; // trailing white space
+        }
+        rows.push((line, record.iter().map(str::to_string).collect()));
+    }
+    Ok(rows)
 }
 
 pub(crate) fn read_text(path: &Path) -> Result<String> {
@@ -312,7 +312,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 
 /// `name,0|1` rows.
 fn read_binary_csv(path: &Path) -> Result<Vec<(String, bool)>> {
-    let rows = csv_rows(&read_text(path)?);
+    let rows = csv_rows(&read_text(path)?).with_context(|| path.display().to_string())?;
     if rows.is_empty() {
         bail!("{} is empty", path.display());
     }
@@ -337,7 +337,7 @@ fn read_binary_csv(path: &Path) -> Result<Vec<(String, bool)>> {
 /// `anon,original_without_wav[,…]` → (original.wav, anon).
 fn read_attribute_csv(path: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for (r, f) in csv_rows(&read_text(path)?) {
+    for (r, f) in csv_rows(&read_text(path)?).with_context(|| path.display().to_string())? {
         if f.len() < 2 || f[0].is_empty() || f[1].is_empty() {
             bail!("{} row {r}: expected anonymised_name,original_name[,...]", path.display());
         }

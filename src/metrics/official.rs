@@ -240,6 +240,24 @@ impl Report {
     }
 
     /// `{"official_score": …, "machines": {…}}` as pretty JSON.
+    /// Machine names in the official order.
+    pub fn ordered_machines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.machines.keys().cloned().collect();
+        v.sort_by_key(|m| crate::data::machines::MACHINES.iter().position(|i| i.name == m).unwrap_or(usize::MAX));
+        v
+    }
+
+    /// A short per-machine table (AUC-s, AUC-t, pAUC) and the official score.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<16} {:>8} {:>8} {:>8}\n", "machine", "AUC-s", "AUC-t", "pAUC");
+        for m in self.ordered_machines() {
+            let x = &self.machines[&m];
+            s += &format!("{:<16} {:>8.4} {:>8.4} {:>8.4}\n", m, x.auc_source, x.auc_target, x.pauc);
+        }
+        s += &format!("official score (hmean): {:.4}", self.official_score);
+        s
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
     }

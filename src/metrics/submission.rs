@@ -20,7 +20,7 @@
 
 use super::ground_truth::{csv_rows, read_text};
 use crate::util::atomic;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ pub fn machines_with_scores(dir: &Path) -> Result<Vec<String>> {
 
 /// Checks the common row shape; returns (row, name, value text).
 fn rows_of(path: &Path) -> Result<Vec<(usize, String, String)>> {
-    let rows = csv_rows(&read_text(path)?);
+    let rows = csv_rows(&read_text(path)?).with_context(|| path.display().to_string())?;
     if rows.is_empty() {
         bail!("{} is empty: expected one row '<clip>.wav,<value>' per test clip", path.display());
     }

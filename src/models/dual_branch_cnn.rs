@@ -24,8 +24,12 @@
 //! The Keras L2 kernel regulariser (1e-5) is replaced by AdamW's decoupled
 //! weight decay of the same size, as the report trains with AdamW.
 
-use crate::nn::util::{l2_normalize, seeded_init};
+use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring};
+use crate::features::Frames;
+use crate::features::frontend::FrontEnd;
+use crate::nn::util::{l2_normalize, labels_tensor, seeded_init};
 use crate::nn::{Head, LossConfig};
+use crate::train::StepOutput;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
@@ -34,7 +38,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// Which branches the model has (the spectrogram-only ablation drops one).
@@ -465,6 +469,73 @@ impl DualBranchCnn {
             parts.push(("loss_spectrogram", l.detach()));
         }
         (total, parts)
+    }
+}
+
+/// The pipeline's view of the model: two cached front-ends (spectrum and
+/// spectrogram of the clip fitted to `seconds`), three ArcFace terms,
+/// kNN on the L2-normalised concatenated embedding.
+impl ModelInfo for DualBranchCnnConfig {
+    fn validate(&self) -> Result<()> {
+        DualBranchCnnConfig::validate(self)
+    }
+    fn loss_terms(&self) -> usize {
+        3
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::Embedding
+    }
+    fn frontends(&self) -> Vec<FrontEnd> {
+        vec![FrontEnd::Spectrum { seconds: self.seconds }, FrontEnd::Spectrogram { seconds: self.seconds }]
+    }
+}
+
+impl ModelSpec for DualBranchCnnConfig {
+    type Model = DualBranchCnn;
+    type Batch = DualBranchBatch;
+
+    fn init(&self, ctx: &InitContext, device: &Device) -> Result<DualBranchCnn> {
+        Ok(DualBranchCnnConfig::init(self, ctx.loss, ctx.classes, ctx.seed, device))
+    }
+
+    fn fit(&self, inputs: Vec<Frames>) -> Result<Vec<Frames>> {
+        let (bins, frames, fbins) = self.input_shapes();
+        let (s, g) = (&inputs[0], &inputs[1]);
+        if s.data.len() != bins || (g.rows, g.cols) != (frames, fbins) {
+            bail!(
+                "inputs have shapes {}x{} and {}x{}, expected 1x{bins} and {frames}x{fbins}",
+                s.rows,
+                s.cols,
+                g.rows,
+                g.cols
+            );
+        }
+        Ok(inputs)
+    }
+
+    fn batch(&self, inputs: Vec<Vec<Frames>>, ctx: &BatchContext, device: &Device) -> Result<DualBranchBatch> {
+        let (bins, frames, fbins) = self.input_shapes();
+        let b = inputs.len();
+        let mut spec = Vec::with_capacity(b * bins);
+        let mut gram = Vec::with_capacity(b * frames * fbins);
+        for clip in inputs {
+            spec.extend_from_slice(&clip[0].data);
+            gram.extend_from_slice(&clip[1].data);
+        }
+        Ok(DualBranchBatch {
+            spectrum: Tensor::from_data(TensorData::new(spec, [b, bins]), device),
+            spectrogram: Tensor::from_data(TensorData::new(gram, [b, frames, fbins]), device),
+            labels: ctx.labels.map(|l| labels_tensor(l, device)),
+        })
+    }
+
+    fn step(&self, model: &DualBranchCnn, batch: DualBranchBatch) -> StepOutput {
+        let (loss, logs) = model.loss(&batch);
+        StepOutput { loss, logs }
+    }
+
+    fn infer(&self, model: &DualBranchCnn, batch: DualBranchBatch) -> Tensor<2> {
+        model.embed(&batch)
     }
 }
 

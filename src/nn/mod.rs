@@ -1,8 +1,9 @@
-//! Building blocks shared by the models: heads and losses.
+//! Building blocks shared by the models: heads, losses, LoRA, pooling.
 
 pub mod arcface;
 pub mod classifier;
 pub mod head;
+pub mod lora;
 pub mod loss;
 pub mod pooling;
 pub mod util;

@@ -95,6 +95,24 @@ pub fn count_params<M: burn::module::Module>(m: &M) -> usize {
         .sum()
 }
 
+/// Number of scalars that train (parameters requiring gradients: frozen
+/// encoder weights and running statistics excluded). Materialises lazy
+/// parameters.
+pub fn count_trainable<M: burn::module::Module>(m: &M) -> usize {
+    struct Count(usize);
+    impl burn::module::ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            let t = p.val();
+            if t.is_require_grad() {
+                self.0 += t.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(0);
+    m.visit(&mut c);
+    c.0
+}
+
 /// A float tensor's new value, addressed by its module path.
 pub struct ParamValue {
     pub shape: Vec<usize>,

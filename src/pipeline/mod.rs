@@ -1,29 +1,33 @@
 //! The stages that turn an experiment into results: prepare (scan data,
-//! build the class table), train, score (embed, kNN back-end, official
-//! CSVs) and evaluate. Each model kind plugs in through [`ModelKind`].
+//! build the class table), train, score (model outputs, back-end, official
+//! CSVs) and evaluate. Every model goes through the same code: the
+//! pipeline asks it for everything through [`crate::models::ModelSpec`]
+//! and never names a model. Models trained per machine group
+//! (`data.per_group`) run as one sub-run per group.
 
-pub mod beats;
-pub mod dual_branch;
+pub mod inputs;
 
 use crate::backend::{self, BackendName};
-use crate::cli::Progress;
 use crate::data::labels::LabelTable;
-use crate::data::machines;
+use crate::data::machines::{DataSet, MachineGroup};
 use crate::data::naming::{Domain, Split};
 use crate::data::{Clip, Dataset};
-use crate::experiment::{Experiment, ModelConfig};
+use crate::experiment::Experiment;
 use crate::metrics::ground_truth::GroundTruth;
 use crate::metrics::official::{MachineInput, MachineReport, Report};
 use crate::metrics::{self, DecisionRule, submission};
+use crate::models::{InitContext, ModelSpec, Scoring, SpecVisitor};
 use crate::scoring::KnnScorer;
-use crate::train::{RunDir, RunOptions};
+use crate::train::{self, RunDir, RunOptions, checkpoint};
 use crate::util::atomic;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
+use inputs::{Inputs, SpecTask};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// An experiment with its data scanned and its run folder known.
+#[derive(Clone)]
 pub struct Prepared {
     pub exp: Experiment,
     pub dataset: Dataset,
@@ -33,6 +37,11 @@ pub struct Prepared {
 
 /// Scans the data and builds the class table of an experiment.
 pub fn prepare(exp: Experiment, checkpoints: &Path) -> Result<Prepared> {
+    let run = RunDir::new(exp.run_dir(checkpoints));
+    prepare_in(exp, run)
+}
+
+fn prepare_in(exp: Experiment, run: RunDir) -> Result<Prepared> {
     let machines_filter: Option<Vec<String>> = match (&exp.data.group, exp.data.machines.is_empty()) {
         (Some(g), true) => Some(g.machines().map(|m| m.name.to_string()).collect()),
         _ if exp.data.machines.is_empty() => None,
@@ -53,7 +62,6 @@ pub fn prepare(exp: Experiment, checkpoints: &Path) -> Result<Prepared> {
     };
     dataset.clips.retain(|c| c.split == Split::Train || c.split == Split::Test);
     let labels = LabelTable::build(dataset.clips.iter().filter(|c| c.split == Split::Train), exp.data.labels)?;
-    let run = RunDir::new(exp.run_dir(checkpoints));
     Ok(Prepared { exp, dataset, labels, run })
 }
 
@@ -61,55 +69,72 @@ impl Prepared {
     pub fn train_clips(&self) -> Vec<&Clip> {
         self.dataset.clips.iter().filter(|c| c.split == Split::Train).collect()
     }
+
+    /// The groups of a per-group experiment, in the report's order.
+    pub fn groups(&self) -> Result<Vec<MachineGroup>> {
+        let present: Vec<MachineGroup> = MachineGroup::ALL
+            .into_iter()
+            .filter(|g| self.dataset.clips.iter().any(|c| g.machines().any(|m| m.name == c.machine)))
+            .collect();
+        if self.exp.data.groups.is_empty() {
+            return Ok(present);
+        }
+        for g in &self.exp.data.groups {
+            if !present.contains(g) {
+                bail!(
+                    "data.groups lists {} but no machine of that group is under {}",
+                    g.name(),
+                    self.exp.data.root.display()
+                );
+            }
+        }
+        Ok(present.into_iter().filter(|g| self.exp.data.groups.contains(g)).collect())
+    }
+
+    /// What is trained and scored as one model: the run itself, or one
+    /// sub-run per machine group (`groups/<group>/`).
+    pub fn units(&self) -> Result<Vec<Prepared>> {
+        if !self.exp.data.per_group {
+            return Ok(vec![self.clone()]);
+        }
+        self.groups()?
+            .into_iter()
+            .map(|g| {
+                let mut exp = self.exp.clone();
+                exp.data.per_group = false;
+                exp.data.groups.clear();
+                exp.data.group = Some(g);
+                prepare_in(exp, self.run.group(g.name()))
+            })
+            .collect()
+    }
+
+    /// How far training is: (steps done, steps asked) summed over the units.
+    pub fn progress(&self) -> Result<(u64, u64)> {
+        let mut done = (0, 0);
+        for u in self.units()? {
+            done.0 += u.run.steps_done()?.unwrap_or(0).min(u.exp.train.max_steps);
+            done.1 += u.exp.train.max_steps;
+        }
+        Ok(done)
+    }
+
+    /// Whether any unit has started training.
+    pub fn started(&self) -> Result<bool> {
+        for u in self.units()? {
+            if u.run.steps_done()?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
-/// What a model kind provides to the pipeline.
-pub trait ModelKind {
-    /// Trains (or resumes) and leaves checkpoints in the run folder.
-    fn train(&self, p: &Prepared, device: &Device, opts: &TrainOptions) -> Result<()>;
-    /// Embeds clips with a checkpoint (inference device).
-    fn embed(
-        &self,
-        p: &Prepared,
-        checkpoint: &Path,
-        clips: &[&Clip],
-        device: &Device,
-        quiet: bool,
-    ) -> Result<Vec<Vec<f32>>>;
-}
-
+/// Options of one training session.
 pub struct TrainOptions {
     pub resume: bool,
     pub quiet: bool,
     pub stop_after: Option<u64>,
-}
-
-fn kind_of(model: &ModelConfig) -> Box<dyn ModelKind> {
-    match model {
-        ModelConfig::DualBranchCnn(c) => Box::new(dual_branch::DualBranch { cfg: c.clone() }),
-        ModelConfig::BeatsLora(c) => Box::new(beats::Beats { cfg: c.clone() }),
-    }
-}
-
-/// Saved description of a run (next to its checkpoints).
-#[derive(Debug, serde::Serialize)]
-struct Manifest<'a> {
-    experiment: &'a str,
-    model: &'a str,
-    backend: &'a str,
-    seed: u64,
-    git_revision: Option<String>,
-    asd_version: &'a str,
-    burn_version: &'a str,
-    started_unix_s: u64,
-    command_line: Vec<String>,
-    classes: usize,
-    train_clips: usize,
-}
-
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The resolved config minus what may change between sessions of one run.
@@ -117,139 +142,220 @@ fn identity(exp: &Experiment) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(exp)?;
     v["train"]["max_steps"] = serde_json::Value::Null;
     v["scoring"] = serde_json::Value::Null;
+    v["data"]["root"] = serde_json::Value::Null;
     Ok(v)
 }
 
-/// Trains the experiment's model on the chosen backend.
+/// Trains the experiment's model (every unit) on the chosen backend.
 pub fn train(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<()> {
     let device = backend::device(backend)?.autodiff();
+    if p.exp.data.per_group {
+        check_resume(p, opts.resume)?;
+        atomic::write_json(&p.run.config(), &p.exp)?;
+    }
+    for u in p.units()? {
+        if p.exp.data.per_group && !opts.quiet {
+            eprintln!("group {}: {} training clips", u.exp.data.group.map_or("", |g| g.name()), u.train_clips().len());
+        }
+        let resume = opts.resume && u.run.steps_done()?.is_some();
+        train_unit(&u, backend, &device, &TrainOptions { resume, ..*opts })?;
+    }
+    Ok(())
+}
+
+/// With `--resume`, the saved configuration must be the one asked for.
+fn check_resume(p: &Prepared, resume: bool) -> Result<()> {
     std::fs::create_dir_all(&p.run.root).with_context(|| format!("cannot create {}", p.run.root.display()))?;
-    if opts.resume {
+    if resume {
         let saved = Experiment::load_resolved(&p.run.config())
             .with_context(|| format!("--resume: cannot read the run's configuration {}", p.run.config().display()))?;
         if identity(&saved)? != identity(&p.exp)? {
             bail!(
-                "--resume: the experiment differs from the one {} was started with (only train.max_steps and \
-                 scoring may change); use a new name to start another run",
+                "--resume: the experiment differs from the one {} was started with (only train.max_steps, scoring \
+                 and data.root may change); use a new name to start another run",
                 p.run.root.display()
             );
         }
-        let saved_labels = LabelTable::load(&p.run.labels())?;
-        if saved_labels != p.labels {
-            bail!("--resume: the class table changed (different data?); start a new run");
-        }
-    } else if p.run.last().exists() {
+    } else if p.run.steps_done()?.is_some() {
         bail!(
             "{} already holds a trained run; pass --resume to continue it or choose another name",
             p.run.root.display()
         );
     }
-    atomic::write_json(&p.run.config(), &p.exp)?;
-    p.labels.save(&p.run.labels())?;
-    let manifest = Manifest {
-        experiment: &p.exp.name,
-        model: p.exp.model.kind(),
-        backend: backend.as_str(),
-        seed: p.exp.seed,
-        git_revision: git_revision(),
-        asd_version: env!("CARGO_PKG_VERSION"),
-        burn_version: "0.22.1",
-        started_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        command_line: std::env::args().collect(),
-        classes: p.labels.len(),
-        train_clips: p.train_clips().len(),
-    };
-    atomic::write_json(&p.run.manifest(), &manifest)?;
-    kind_of(&p.exp.model).train(p, &device, opts)
+    Ok(())
 }
 
-/// Embeddings of one machine's clips.
-pub struct MachineEmbeddings {
-    pub source: Vec<Vec<f32>>,
-    pub target: Vec<Vec<f32>>,
-    pub test: Vec<Vec<f32>>,
-    pub test_names: Vec<String>,
-}
-
-/// Result of scoring: where the CSVs went and, when ground truth is
-/// available, the evaluation.
-pub struct ScoreOutput {
-    pub dir: PathBuf,
-    pub report: Option<Report>,
-}
-
-/// Scores every machine's test clips with a trained checkpoint and writes
-/// the official submission CSVs to `out` (default `checkpoints/<name>/scores`).
-pub fn score(p: &Prepared, backend: BackendName, out: Option<&Path>, quiet: bool) -> Result<ScoreOutput> {
-    let device = backend::device(backend)?;
-    let ckpt = p.run.select(&p.exp.scoring.checkpoint)?;
-    let kind = kind_of(&p.exp.model);
-    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| p.run.scores());
-    let machines = p.dataset.machines();
-    let all: Vec<&Clip> = p.dataset.clips.iter().collect();
-    let emb = kind.embed(p, &ckpt, &all, &device, quiet)?;
-    let mut by_machine: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for m in &machines {
-        let idx = |f: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
-            all.iter().enumerate().filter(|(_, c)| c.machine == *m && f(c)).map(|(i, _)| i).collect()
-        };
-        let src = idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Source));
-        let tgt = idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Target));
-        let test = idx(&|c| c.split == Split::Test);
-        let pick = |ix: &[usize]| ix.iter().map(|&i| emb[i].clone()).collect::<Vec<_>>();
-        let seed = p.exp.seed ^ crate::util::rng::hash_str(m);
-        let scorer = KnnScorer::fit(&p.exp.scoring.knn, &pick(&src), &pick(&tgt), seed)
-            .with_context(|| format!("scoring {m}"))?;
-        let s = scorer.score(&pick(&test))?.score;
-        let train_scores = scorer.train_scores();
-        let thr = match metrics::threshold(&p.exp.scoring.decision, &train_scores) {
-            Ok(t) => t,
-            // A degenerate score distribution (e.g. all equal) has no gamma fit;
-            // the decisions then use the 90th percentile instead.
-            Err(e) if matches!(p.exp.scoring.decision, DecisionRule::Gamma { .. }) => {
-                if !quiet {
-                    eprintln!("warning: {m}: {e:#}; using the 90th percentile of the training scores");
-                }
-                metrics::threshold(&DecisionRule::Percentile { percent: 90.0 }, &train_scores)?
-            }
-            Err(e) => return Err(e.context(format!("decision threshold of {m}"))),
-        };
-        let names: Vec<String> = test.iter().map(|&i| all[i].file_name()).collect();
-        let rows: Vec<(String, f64)> = names.iter().cloned().zip(s.iter().copied()).collect();
-        let dec: Vec<(String, u8)> = names.into_iter().zip(metrics::decide(&s, thr)).collect();
-        submission::write_submission(&dir, m, &rows, &dec)?;
-        crate::fusion::write_train_scores(&dir, m, &train_scores)?;
-        by_machine.insert(m.clone(), s);
-    }
-    let report = evaluate_if_possible(p, &dir)?;
-    if let Some(r) = &report {
-        atomic::write_json(&dir.join("evaluation.json"), r)?;
-    }
-    Ok(ScoreOutput { dir, report })
-}
-
-/// Evaluates a scores folder against the data root's ground truth when the
-/// test labels are known (dev names, or the synthetic eval ground truth).
-pub fn evaluate_if_possible(p: &Prepared, dir: &Path) -> Result<Option<Report>> {
-    let mut reports = BTreeMap::new();
-    for &set in &p.exp.data.sets {
-        let Ok(truth) = GroundTruth::load(&p.exp.data.root, Some(set)) else {
-            continue;
-        };
-        let r = metrics::evaluate_dir(&truth, dir, &metrics::Decisions::IfPresent(dir.to_path_buf()));
-        match r {
-            Ok(r) => reports.extend(r.machines),
-            Err(e) => return Err(e.context("evaluating the scores")),
+fn train_unit(p: &Prepared, backend: BackendName, device: &Device, opts: &TrainOptions) -> Result<()> {
+    check_resume(p, opts.resume)?;
+    if opts.resume {
+        let saved_labels = LabelTable::load(&p.run.labels())?;
+        if saved_labels != p.labels {
+            bail!("--resume: the class table changed (different data?); start a new run");
         }
     }
-    if reports.is_empty() {
-        return Ok(None);
+    atomic::write_json(&p.run.config(), &p.exp)?;
+    p.labels.save(&p.run.labels())?;
+    manifest::start(p, backend, opts.resume)?;
+    let params = p.exp.model.visit(TrainVisitor { p, device, opts })?;
+    manifest::finish(p, params)
+}
+
+/// Parameter counts of a model (PyTorch convention, running statistics excluded).
+#[derive(Debug, Clone, Copy)]
+pub struct ParamCount {
+    pub total: usize,
+    pub trainable: usize,
+}
+
+struct TrainVisitor<'a> {
+    p: &'a Prepared,
+    device: &'a Device,
+    opts: &'a TrainOptions,
+}
+
+impl SpecVisitor for TrainVisitor<'_> {
+    type Out = Result<ParamCount>;
+
+    fn visit<S: ModelSpec>(self, spec: &S) -> Result<ParamCount> {
+        let (p, device, opts) = (self.p, self.device, self.opts);
+        let inputs = Inputs::new(spec.frontends(), &p.exp.features.cache_dir)?;
+        let train_clips = p.train_clips();
+        let all: Vec<&Clip> = p.dataset.clips.iter().collect();
+        let validating = p.exp.train.selection.reads_test_labels();
+        inputs.prefetch(if validating { &all } else { &train_clips }, opts.quiet)?;
+        let labels = train_clips.iter().map(|c| p.labels.index_of(c)).collect::<Result<Vec<_>>>()?;
+        let task = SpecTask {
+            spec,
+            inputs: &inputs,
+            clips: train_clips,
+            labels,
+            specaugment: p.exp.features.specaugment.clone(),
+        };
+        let infer = device.clone().inner();
+        let validator = |m: &S::Model| -> Result<f64> {
+            let model = spec.for_inference(m.clone());
+            let out = inputs.infer(spec, &model, &all, p.exp.scoring.batch_size, &infer, true)?;
+            test_label_validation(p, &all, &out, spec.scoring())?.ok_or_else(|| {
+                anyhow::anyhow!("train.selection test_labels_dev_only: no machine has labelled test clips")
+            })
+        };
+        let model = spec.init(&init_context(p, !opts.resume), device)?;
+        let params = ParamCount {
+            total: crate::nn::util::count_params(&model),
+            trainable: crate::nn::util::count_trainable(&model),
+        };
+        if !opts.quiet {
+            eprintln!("{}: {} parameters, {} trainable", p.exp.model.kind(), params.total, params.trainable);
+        }
+        let run_opts = RunOptions {
+            seed: p.exp.seed,
+            resume: opts.resume,
+            quiet: opts.quiet,
+            stop_after: opts.stop_after,
+            validator: if validating { Some(&validator) } else { None },
+        };
+        train::fit(&task, model, &p.exp.train, &p.run, device, run_opts)?;
+        Ok(params)
     }
-    Ok(Some(metrics::official::report(reports)?))
+}
+
+fn init_context(p: &Prepared, pretrained: bool) -> InitContext<'_> {
+    InitContext { loss: &p.exp.loss, classes: p.labels.len(), seed: p.exp.seed, pretrained }
+}
+
+/// Scoring outputs of clips with a trained checkpoint.
+struct InferVisitor<'a> {
+    p: &'a Prepared,
+    checkpoint: &'a Path,
+    clips: &'a [&'a Clip],
+    device: &'a Device,
+    quiet: bool,
+}
+
+impl SpecVisitor for InferVisitor<'_> {
+    type Out = Result<Vec<Vec<f32>>>;
+
+    fn visit<S: ModelSpec>(self, spec: &S) -> Result<Vec<Vec<f32>>> {
+        let p = self.p;
+        let inputs = Inputs::new(spec.frontends(), &p.exp.features.cache_dir)?;
+        inputs.prefetch(self.clips, self.quiet)?;
+        let model = checkpoint::load_model(spec.init(&init_context(p, false), self.device)?, self.checkpoint)?;
+        let model = spec.for_inference(model);
+        inputs.infer(spec, &model, self.clips, p.exp.scoring.batch_size, self.device, self.quiet)
+    }
+}
+
+/// One machine's scores: its test clips (indices into the scored clips)
+/// with their anomaly scores, and the training clips' scores (for the
+/// decision threshold and calibration).
+pub struct MachineScores {
+    pub machine: String,
+    pub test: Vec<usize>,
+    pub scores: Vec<f64>,
+    pub train_scores: Vec<f64>,
+}
+
+/// The seed of one machine's back-end draws (SMOTE): the same in
+/// validation and in final scoring.
+pub fn backend_seed(seed: u64, machine: &str) -> u64 {
+    seed ^ crate::util::rng::hash_str(machine)
+}
+
+/// Anomaly scores per machine from model outputs (`out[i]` belongs to
+/// `clips[i]`): kNN fitted on each machine's training clips for
+/// embeddings, the model's own score for likelihood models. `test` picks
+/// the test clips to score.
+pub fn machine_scores(
+    p: &Prepared,
+    clips: &[&Clip],
+    out: &[Vec<f32>],
+    scoring: Scoring,
+    test: &dyn Fn(&Clip) -> bool,
+) -> Result<Vec<MachineScores>> {
+    let mut result = Vec::new();
+    for m in p.dataset.machines() {
+        let idx = |f: &dyn Fn(&Clip) -> bool| -> Vec<usize> {
+            (0..clips.len()).filter(|&i| clips[i].machine == m && f(clips[i])).collect()
+        };
+        let tix = idx(&|c| c.split == Split::Test && test(c));
+        if tix.is_empty() {
+            continue;
+        }
+        let (scores, train_scores) = match scoring {
+            Scoring::Embedding => {
+                let pick = |ix: Vec<usize>| ix.into_iter().map(|i| out[i].clone()).collect::<Vec<_>>();
+                let src = pick(idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Source)));
+                let tgt = pick(idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Target)));
+                let scorer = KnnScorer::fit(&p.exp.scoring.knn, &src, &tgt, backend_seed(p.exp.seed, &m))
+                    .with_context(|| format!("scoring {m}"))?;
+                (scorer.score(&pick(tix.clone()))?.score, scorer.train_scores())
+            }
+            Scoring::Likelihood => {
+                let pick = |ix: Vec<usize>| ix.into_iter().map(|i| out[i][0] as f64).collect::<Vec<_>>();
+                (pick(tix.clone()), pick(idx(&|c| c.split == Split::Train)))
+            }
+        };
+        result.push(MachineScores { machine: m, test: tix, scores, train_scores });
+    }
+    Ok(result)
+}
+
+/// The official score on the labelled test clips (the dev-only
+/// `test_labels_dev_only` selection rule).
+fn test_label_validation(p: &Prepared, clips: &[&Clip], out: &[Vec<f32>], scoring: Scoring) -> Result<Option<f64>> {
+    let labelled = |c: &Clip| c.label().is_some();
+    let mut test_clips = Vec::new();
+    let mut test_scores = Vec::new();
+    for ms in machine_scores(p, clips, out, scoring, &labelled)? {
+        test_clips.extend(ms.test.iter().map(|&i| clips[i]));
+        test_scores.extend(ms.scores);
+    }
+    validation_hmean(&test_clips, &test_scores)
 }
 
 /// Official hmean of in-memory scores over the machines with labelled test
-/// clips: the validation metric of training runs.
+/// clips. A machine whose metrics cannot be computed (one class only, say)
+/// is left out with a warning naming it.
 pub fn validation_hmean(clips: &[&Clip], scores: &[f64]) -> Result<Option<f64>> {
     // Per machine: (is anomaly, is target, score) of each labelled clip.
     type Columns = (Vec<bool>, Vec<bool>, Vec<f64>);
@@ -265,8 +371,11 @@ pub fn validation_hmean(clips: &[&Clip], scores: &[f64]) -> Result<Option<f64>> 
     let mut reports: BTreeMap<String, MachineReport> = BTreeMap::new();
     for (m, (a, t, s)) in per {
         let input = MachineInput { is_anomaly: &a, is_target: &t, scores: &s, decisions: None };
-        if let Ok(r) = metrics::official::machine_metrics(&input) {
-            reports.insert(m.to_string(), r);
+        match metrics::official::machine_metrics(&input) {
+            Ok(r) => {
+                reports.insert(m.to_string(), r);
+            }
+            Err(e) => eprintln!("warning: validation leaves out {m}: {e:#}"),
         }
     }
     if reports.is_empty() {
@@ -275,68 +384,161 @@ pub fn validation_hmean(clips: &[&Clip], scores: &[f64]) -> Result<Option<f64>> 
     Ok(Some(metrics::official::official_score(&reports)))
 }
 
-/// kNN scores of every labelled test clip from in-memory embeddings
-/// (validation during training); `emb[i]` belongs to `clips[i]`.
-pub fn knn_validation(p: &Prepared, clips: &[&Clip], emb: &[Vec<f32>]) -> Result<Option<f64>> {
-    let mut test_clips = Vec::new();
-    let mut test_scores = Vec::new();
-    for m in p.dataset.machines() {
-        let pick = |f: &dyn Fn(&Clip) -> bool| -> (Vec<usize>, Vec<Vec<f32>>) {
-            let ix: Vec<usize> = (0..clips.len()).filter(|&i| clips[i].machine == m && f(clips[i])).collect();
-            let e = ix.iter().map(|&i| emb[i].clone()).collect();
-            (ix, e)
-        };
-        let (_, src) = pick(&|c| c.split == Split::Train && c.domain() == Some(Domain::Source));
-        let (_, tgt) = pick(&|c| c.split == Split::Train && c.domain() == Some(Domain::Target));
-        let (tix, test) = pick(&|c| c.split == Split::Test && c.label().is_some());
-        if test.is_empty() || src.is_empty() || tgt.is_empty() {
+/// Result of scoring: where the CSVs went and, when ground truth is
+/// available, the evaluation.
+pub struct ScoreOutput {
+    pub dir: PathBuf,
+    pub report: Option<Report>,
+}
+
+/// Scores every machine's test clips with the trained checkpoint(s) and
+/// writes the official submission CSVs to `out` (default `<run>/scores`).
+pub fn score(p: &Prepared, backend: BackendName, out: Option<&Path>, quiet: bool) -> Result<ScoreOutput> {
+    let device = backend::device(backend)?;
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| p.run.scores());
+    for u in p.units()? {
+        score_unit(&u, &device, &dir, quiet)?;
+    }
+    let report = evaluate_if_possible(p, &dir)?;
+    if let Some(r) = &report {
+        atomic::write_json(&dir.join("evaluation.json"), r)?;
+    }
+    Ok(ScoreOutput { dir, report })
+}
+
+fn score_unit(p: &Prepared, device: &Device, dir: &Path, quiet: bool) -> Result<()> {
+    let selector = match p.exp.scoring.checkpoint.as_str() {
+        "selected" => p.exp.train.selection.checkpoint(),
+        other => other,
+    };
+    let ckpt = p.run.select(selector)?;
+    let all: Vec<&Clip> = p.dataset.clips.iter().collect();
+    let out = p.exp.model.visit(InferVisitor { p, checkpoint: &ckpt, clips: &all, device, quiet })?;
+    let scoring = p.exp.model.info().scoring();
+    for ms in machine_scores(p, &all, &out, scoring, &|_| true)? {
+        let m = &ms.machine;
+        let thr = decision_threshold(&p.exp.scoring.decision, &ms.train_scores, m, quiet)?;
+        let names: Vec<String> = ms.test.iter().map(|&i| all[i].file_name()).collect();
+        let rows: Vec<(String, f64)> = names.iter().cloned().zip(ms.scores.iter().copied()).collect();
+        let dec: Vec<(String, u8)> = names.into_iter().zip(metrics::decide(&ms.scores, thr)).collect();
+        submission::write_submission(dir, m, &rows, &dec)?;
+        crate::fusion::write_train_scores(dir, m, &ms.train_scores)?;
+    }
+    Ok(())
+}
+
+/// The decision threshold from the training scores. A degenerate score
+/// distribution (all equal, say) has no gamma fit; the decisions then use
+/// the 90th percentile instead, with a warning.
+fn decision_threshold(rule: &DecisionRule, train_scores: &[f64], machine: &str, quiet: bool) -> Result<f64> {
+    match metrics::threshold(rule, train_scores) {
+        Ok(t) => Ok(t),
+        Err(e) if matches!(rule, DecisionRule::Gamma { .. }) => {
+            if !quiet {
+                eprintln!("warning: {machine}: {e:#}; using the 90th percentile of the training scores");
+            }
+            metrics::threshold(&DecisionRule::Percentile { percent: 90.0 }, train_scores)
+        }
+        Err(e) => Err(e.context(format!("decision threshold of {machine}"))),
+    }
+}
+
+/// Whether a set of a data root has test labels: dev names carry them; an
+/// evaluation set has them only with its ground-truth folder.
+fn has_test_labels(root: &Path, set: DataSet) -> bool {
+    match set {
+        DataSet::Dev => true,
+        DataSet::Eval => crate::data::synth::ground_truth_dir(root).join("ground_truth_data").is_dir(),
+    }
+}
+
+/// Evaluates a scores folder against the data root's ground truth when the
+/// test labels are known (dev names, or an eval ground-truth folder). A
+/// ground truth that exists but cannot be read is an error.
+pub fn evaluate_if_possible(p: &Prepared, dir: &Path) -> Result<Option<Report>> {
+    let mut reports = BTreeMap::new();
+    for &set in &p.exp.data.sets {
+        if !has_test_labels(&p.exp.data.root, set) {
             continue;
         }
-        let scorer = KnnScorer::fit(&p.exp.scoring.knn, &src, &tgt, p.exp.seed)?;
-        test_scores.extend(scorer.score(&test)?.score);
-        test_clips.extend(tix.iter().map(|&i| clips[i]));
+        let truth = GroundTruth::load(&p.exp.data.root, Some(set))?;
+        let r = metrics::evaluate_dir(&truth, dir, &metrics::Decisions::IfPresent(dir.to_path_buf()))
+            .context("evaluating the scores")?;
+        reports.extend(r.machines);
     }
-    validation_hmean(&test_clips, &test_scores)
-}
-
-/// Machine names in the official order (for printing).
-pub fn ordered_machines(report: &Report) -> Vec<String> {
-    let mut v: Vec<String> = report.machines.keys().cloned().collect();
-    v.sort_by_key(|m| machines::MACHINES.iter().position(|i| i.name == m).unwrap_or(usize::MAX));
-    v
-}
-
-/// Embeds clips `batch` at a time (one forward pass per chunk) with a
-/// progress bar; `forward` returns the chunk's embeddings [n, dim].
-pub fn embed_in_batches(
-    clips: &[&Clip],
-    batch: usize,
-    quiet: bool,
-    mut forward: impl FnMut(&[&Clip]) -> Result<burn::tensor::Tensor<2>>,
-) -> Result<Vec<Vec<f32>>> {
-    let bar = embed_progress(clips.len(), quiet);
-    let mut out = Vec::with_capacity(clips.len());
-    for chunk in clips.chunks(batch.max(1)) {
-        let e = forward(chunk)?;
-        let [n, d] = e.dims();
-        let v = crate::nn::util::to_vec(e);
-        out.extend((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()));
-        bar.inc(chunk.len() as u64);
+    if reports.is_empty() {
+        return Ok(None);
     }
-    bar.finish();
-    Ok(out)
+    Ok(Some(metrics::official::report(reports)?))
 }
 
-/// A progress bar for embedding.
-pub fn embed_progress(n: usize, quiet: bool) -> Progress {
-    Progress::new(n as u64, "embed", quiet)
-}
+/// The run manifest (`manifest.json`): what was trained, how the scoring
+/// weights are chosen, and one entry per training session.
+mod manifest {
+    use super::*;
+    use serde_json::{Value, json};
 
-/// The run options of a training session.
-pub fn run_options<'a, M>(
-    p: &Prepared,
-    opts: &TrainOptions,
-    validator: Option<crate::train::Validator<'a, M>>,
-) -> RunOptions<'a, M> {
-    RunOptions { seed: p.exp.seed, resume: opts.resume, quiet: opts.quiet, stop_after: opts.stop_after, validator }
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    fn git_revision() -> Option<String> {
+        let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn read(p: &Prepared) -> Result<Value> {
+        let path = p.run.manifest();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+    }
+
+    /// Records a session's start (a new manifest, or a session appended on resume).
+    pub fn start(p: &Prepared, backend: BackendName, resume: bool) -> Result<()> {
+        let mut m = if resume && p.run.manifest().is_file() {
+            read(p)?
+        } else {
+            let selection = &p.exp.train.selection;
+            json!({
+                "experiment": p.exp.name,
+                "model": p.exp.model.kind(),
+                "scoring": p.exp.model.info().scoring(),
+                "selection": selection,
+                "selection_reads_test_labels": selection.reads_test_labels(),
+                "seed": p.exp.seed,
+                "asd_version": env!("CARGO_PKG_VERSION"),
+                "burn_version": env!("ASD_BURN_VERSION"),
+                "classes": p.labels.len(),
+                "train_clips": p.train_clips().len(),
+                "started_unix_s": now(),
+                "finished_unix_s": null,
+                "sessions": [],
+            })
+        };
+        let session = json!({
+            "started_unix_s": now(),
+            "backend": backend.as_str(),
+            "git_revision": git_revision(),
+            "command_line": std::env::args().collect::<Vec<_>>(),
+        });
+        m["sessions"].as_array_mut().context("manifest.json: sessions is not a list")?.push(session);
+        atomic::write_json(&p.run.manifest(), &m)
+    }
+
+    /// Records the end of a session (and of training, once all steps are done).
+    pub fn finish(p: &Prepared, params: ParamCount) -> Result<()> {
+        let mut m = read(p)?;
+        m["parameters"] = json!(params.total);
+        m["trainable_parameters"] = json!(params.trainable);
+        let steps = p.run.steps_done()?.unwrap_or(0);
+        if let Some(last) = m["sessions"].as_array_mut().and_then(|s| s.last_mut()) {
+            last["ended_unix_s"] = json!(now());
+            last["steps_done"] = json!(steps);
+        }
+        if steps >= p.exp.train.max_steps {
+            m["finished_unix_s"] = json!(now());
+            m["checkpoint_scored"] = json!(p.exp.train.selection.checkpoint());
+        }
+        atomic::write_json(&p.run.manifest(), &m)
+    }
 }

@@ -4,7 +4,9 @@
 //! full precision, raw bytes, parameter ids preserved, so optimizer state
 //! re-attaches on resume) and `state.json`. Folders are written under a
 //! temporary name and renamed into place, so a crash never leaves a
-//! half-written checkpoint where a complete one is expected.
+//! half-written checkpoint where a complete one is expected; replacing a
+//! folder takes two renames, and a crash between them is undone by
+//! [`recover`] on the next start.
 
 use crate::nn::util::{ParamValue, assign_params};
 use crate::util::atomic;
@@ -65,9 +67,23 @@ impl RunDir {
     pub fn scores(&self) -> PathBuf {
         self.root.join("scores")
     }
+    /// The sub-run of one machine group (models trained per group).
+    pub fn group(&self, group: &str) -> RunDir {
+        RunDir::new(self.root.join("groups").join(group))
+    }
+
+    /// Steps done by the run's `last` checkpoint (None: not started).
+    pub fn steps_done(&self) -> Result<Option<u64>> {
+        recover(&self.last())?;
+        if !self.last().join("state.json").is_file() {
+            return Ok(None);
+        }
+        Ok(Some(read_state(&self.last())?.step))
+    }
 
     /// Resolves a checkpoint selector: `last`, `best`, `averaged` or `step-N`.
     pub fn select(&self, which: &str) -> Result<PathBuf> {
+        recover(&self.last())?;
         let p = match which {
             "last" => self.last(),
             "averaged" => self.averaged(),
@@ -99,12 +115,44 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a valid training state", p.display()))
 }
 
+/// The temporary (`.tmp`) and replaced (`.old`) siblings of a checkpoint
+/// folder; fixed names, so that a later process can find them.
+fn siblings(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let parent = dir.parent().context("checkpoint folder has no parent")?;
+    let name = dir.file_name().context("checkpoint folder has no name")?.to_string_lossy();
+    Ok((parent.join(format!(".{name}.tmp")), parent.join(format!(".{name}.old"))))
+}
+
+/// Repairs a checkpoint folder left between the two renames of [`save`]:
+/// when `dir` is missing, the complete new copy (`.tmp`, whose `state.json`
+/// is written last) or else the previous one (`.old`) takes its place.
+/// Returns whether anything was repaired.
+pub fn recover(dir: &Path) -> Result<bool> {
+    if dir.exists() {
+        return Ok(false);
+    }
+    let (tmp, old) = siblings(dir)?;
+    for candidate in [tmp, old] {
+        if candidate.join("state.json").is_file() && candidate.join("model.bpk").is_file() {
+            std::fs::rename(&candidate, dir)
+                .with_context(|| format!("cannot restore {} from {}", dir.display(), candidate.display()))?;
+            eprintln!(
+                "note: restored {} from {} (an earlier run stopped while saving)",
+                dir.display(),
+                candidate.display()
+            );
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Writes a checkpoint folder atomically (temp folder, then rename).
 pub fn save<M: Module>(dir: &Path, model: &M, optim: Option<&ModuleOptimizer>, state: &TrainState) -> Result<()> {
     let parent = dir.parent().context("checkpoint folder has no parent")?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = dir.file_name().unwrap().to_string_lossy();
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    recover(dir)?;
+    let (tmp, old) = siblings(dir)?;
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let result = (|| -> Result<()> {
@@ -115,7 +163,7 @@ pub fn save<M: Module>(dir: &Path, model: &M, optim: Option<&ModuleOptimizer>, s
             o.save(tmp.join("optim.bpk")).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
         atomic::write_json(&tmp.join("state.json"), state)?;
-        let old = parent.join(format!(".{name}.{}.old", std::process::id()));
+        let _ = std::fs::remove_dir_all(&old);
         if dir.exists() {
             std::fs::rename(dir, &old)?;
         }

@@ -6,6 +6,6 @@ pub mod optim;
 pub mod schedule;
 
 pub use checkpoint::{RunDir, TrainState};
-pub use engine::{RunOptions, StepOutput, Task, TrainConfig, Validator, fit};
+pub use engine::{RunOptions, Selection, StepOutput, Task, TrainConfig, Validator, fit};
 pub use optim::AdamW;
 pub use schedule::CosineWarmupRestarts;

@@ -85,9 +85,7 @@ fn the_training_loop_steps_on_every_compiled_backend() {
             grad_clip: Some(1.0),
             checkpoint_every: 0,
             save_last_every: 1,
-            validate_every: 0,
-            keep_top_k: 1,
-            average_top_k: None,
+            selection: Default::default(),
             log_every: 1,
         };
         let opts = RunOptions { seed: 0, resume: false, quiet: true, stop_after: None, validator: None };

@@ -147,7 +147,8 @@ fn tiny(root: &Path, work: &Path) -> Vec<String> {
         "--set".into(),
         "train.max_steps=6".into(),
         "--set".into(),
-        "train.validate_every=2".into(),
+        "train.selection={\"rule\": \"test_labels_dev_only\", \"every\": 2, \"keep_top_k\": 3, \"average_top_k\": 3}"
+            .into(),
         "--set".into(),
         "train.schedule={\"first_cycle_steps\": 6, \"warmup_steps\": 1, \"max_lr\": 5e-3, \"min_lr\": 1e-5}".into(),
     ]
@@ -212,7 +213,7 @@ fn resume_gives_the_same_model_as_an_uninterrupted_run() {
     let mut a1 = tiny(&data, &w1);
     let mut a2 = tiny(&data, &w2);
     for a in [&mut a1, &mut a2] {
-        a.extend(["--set".into(), "train.validate_every=0".into(), "--set".into(), "train.average_top_k=null".into()]);
+        a.extend(["--set".into(), "train.selection={\"rule\": \"last\"}".into()]);
         a.extend(["--set".into(), "scoring.checkpoint=\"last\"".into()]);
     }
     ok(&run_args("train", DEMO, &a1));
@@ -256,9 +257,7 @@ fn ablation_files_extend_a_base_and_typos_are_named() {
         "--set".into(),
         "train.max_steps=2".into(),
         "--set".into(),
-        "train.validate_every=0".into(),
-        "--set".into(),
-        "train.average_top_k=null".into(),
+        "train.selection={\"rule\": \"last\"}".into(),
     ]);
     ok(&run_args("train", abl.to_str().unwrap(), &a));
     let cfg = std::fs::read_to_string(d.path().join("ckpt/abl_no_attention/config.json")).unwrap();

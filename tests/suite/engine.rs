@@ -85,9 +85,7 @@ fn cfg(steps: u64) -> TrainConfig {
         grad_clip: Some(5.0),
         checkpoint_every: 0,
         save_last_every: 100,
-        validate_every: 0,
-        keep_top_k: 3,
-        average_top_k: None,
+        selection: Default::default(),
         log_every: 1,
     }
 }
@@ -206,4 +204,47 @@ fn checkpoint_average_is_elementwise_mean() {
         }
     }
     assert!(checkpoint::average(Net::new(&dev), &[d.path().join("missing")]).is_err());
+}
+
+#[test]
+fn a_crash_between_the_two_renames_of_last_is_recovered_on_resume() {
+    let dev = Device::flex().autodiff();
+    let task = Toy::new(40);
+    let d = tempfile::tempdir().unwrap();
+    let (full, split) = (RunDir::new(d.path().join("full")), RunDir::new(d.path().join("split")));
+    std::fs::create_dir_all(&full.root).unwrap();
+    std::fs::create_dir_all(&split.root).unwrap();
+    let whole = fit(&task, Net::new(&dev), &cfg(10), &full, &dev, opts(false, None)).unwrap();
+    fit(&task, Net::new(&dev), &cfg(10), &split, &dev, opts(false, Some(4))).unwrap();
+    // The state a crash after `last -> .last.old` and before `.last.tmp -> last` leaves.
+    std::fs::rename(split.last(), split.root.join(".last.old")).unwrap();
+    assert!(!split.last().exists());
+    assert_eq!(split.steps_done().unwrap(), Some(4), "steps_done restores last");
+    std::fs::rename(split.last(), split.root.join(".last.old")).unwrap();
+    let resumed = fit(&task, Net::new(&dev), &cfg(10), &split, &dev, opts(true, None)).unwrap();
+    assert_eq!(tensors(&resumed), tensors(&whole), "resume after recovery differs from the uninterrupted run");
+    assert!(!split.root.join(".last.old").exists() && !split.root.join(".last.tmp").exists());
+}
+
+#[test]
+fn average_last_averages_the_last_periodic_checkpoints() {
+    let dev = Device::flex().autodiff();
+    let task = Toy::new(40);
+    let d = tempfile::tempdir().unwrap();
+    let run = RunDir::new(d.path().join("r"));
+    std::fs::create_dir_all(&run.root).unwrap();
+    let c = TrainConfig { checkpoint_every: 4, selection: asd::train::Selection::AverageLast { k: 3 }, ..cfg(10) };
+    c.validate().unwrap();
+    // Periodic steps 4 and 8, and the final step 10.
+    assert_eq!(c.average_last_steps(3), vec![4, 8, 10]);
+    assert_eq!(c.average_last_steps(2), vec![8, 10]);
+    fit(&task, Net::new(&dev), &c, &run, &dev, opts(false, None)).unwrap();
+    let dirs: Vec<_> = [4, 8, 10].iter().map(|&s| run.periodic(s)).collect();
+    let want = checkpoint::average(Net::new(&dev), &dirs).unwrap();
+    let got = checkpoint::load_model(Net::new(&dev), &run.select("averaged").unwrap()).unwrap();
+    assert_eq!(tensors(&got), tensors(&want));
+    assert_eq!(c.selection.checkpoint(), "averaged");
+    assert!(!c.selection.reads_test_labels());
+    // The rule needs periodic checkpoints.
+    assert!(TrainConfig { checkpoint_every: 0, ..c }.validate().is_err());
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod architecture;
 mod backends;
 mod beats_lora;
 mod beats_parity;
@@ -13,5 +14,6 @@ mod evaluator_parity;
 mod experiment_files;
 mod frontend_parity;
 mod metrics_fixtures;
+mod models;
 mod scoring_parity;
 mod training_parity;

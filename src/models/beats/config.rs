@@ -1,6 +1,7 @@
 //! Configuration: the checkpoint's `cfg` (the original `BEATsConfig`) and
 //! the fine-tuning settings of an experiment (`"kind": "beats_lora"`).
 
+pub use crate::nn::lora::{LoraConfig, LoraTarget};
 use anyhow::{Result, bail};
 use burn::store::pytorch_reader::PickleValue;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -179,72 +180,6 @@ impl BeatsConfig {
     /// DeepNorm residual scale α = (2L)^(1/4) (1 without deep norm).
     pub fn deep_norm_alpha(&self) -> f64 {
         if self.deep_norm { (2.0 * self.encoder_layers as f64).powf(0.25) } else { 1.0 }
-    }
-}
-
-/// Which attention projections get LoRA adapters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoraTarget {
-    Q,
-    K,
-    V,
-    Out,
-}
-
-/// LoRA settings (report: q, v, out; rank 64, rank 96 for v in the latter
-/// half of the layers). peft semantics: `y = W x + b + (alpha/r)·B(A(dropout(x)))`,
-/// A Kaiming-uniform, B zero.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraConfig {
-    pub targets: Vec<LoraTarget>,
-    /// Rank of every adapter …
-    pub rank: usize,
-    /// … except `v_proj` in layers ≥ L/2 (None = `rank`).
-    pub v_rank_latter_half: Option<usize>,
-    /// Scale numerator: the update is scaled by alpha/rank (peft default 8).
-    pub alpha: f64,
-    /// Dropout on the adapter input (peft `lora_dropout`), masks drawn from
-    /// the run's seeded streams.
-    pub dropout: f64,
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        LoraConfig {
-            targets: vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Out],
-            rank: 64,
-            v_rank_latter_half: Some(96),
-            alpha: 8.0,
-            dropout: 0.0,
-        }
-    }
-}
-
-impl LoraConfig {
-    /// Rank of the adapter on `target` in layer `layer` of `layers`, if any.
-    pub fn rank_of(&self, target: LoraTarget, layer: usize, layers: usize) -> Option<usize> {
-        if !self.targets.contains(&target) {
-            return None;
-        }
-        match (target, self.v_rank_latter_half) {
-            (LoraTarget::V, Some(r)) if layer >= layers / 2 => Some(r),
-            _ => Some(self.rank),
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.rank == 0 || self.v_rank_latter_half == Some(0) {
-            bail!("beats_lora.lora: ranks must be at least 1");
-        }
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            bail!("beats_lora.lora.alpha must be positive");
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            bail!("beats_lora.lora.dropout must be in [0, 1)");
-        }
-        Ok(())
     }
 }
 

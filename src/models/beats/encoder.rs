@@ -7,7 +7,7 @@
 //! `encoder_embed_dim`, H heads of d = D/H, N = ⌊T/16⌋·8 tokens.
 
 use super::config::BeatsConfig;
-use super::lora::LoraAdapter;
+use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -365,12 +365,8 @@ impl SelfAttention {
         Some(v.reshape([n, n, h]).permute([2, 0, 1]).unsqueeze_dim::<4>(0))
     }
 
-    fn project(lin: &Linear, lora: &Option<LoraAdapter>, x: Tensor<3>, noise: Option<&mut TrainNoise>) -> Tensor<3> {
-        let y = lin.forward(x.clone());
-        match lora {
-            Some(a) => y + a.forward(x, noise.map(|n| &mut n.rng)),
-            None => y,
-        }
+    fn project(lin: &Linear, adapter: &Option<LoraAdapter>, x: Tensor<3>, noise: Option<&mut TrainNoise>) -> Tensor<3> {
+        lora::project(lin, adapter.as_ref(), x, noise.map(|n| &mut n.rng))
     }
 
     /// Self-attention of [B, N, D] with the shared bias [1, H, N, N].

@@ -40,14 +40,19 @@ pub use config::{BeatsConfig, BeatsLoraConfig, LoraConfig, LoraTarget, Pooling};
 pub use encoder::{BeatsEncoder, TrainNoise};
 pub use loader::{BeatsCheckpoint, StateDict, load_encoder, read_checkpoint, read_config};
 
+use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, fit_rows};
+use crate::features::Frames;
+use crate::features::fbank::FbankPreset;
+use crate::features::frontend::FrontEnd;
 use crate::nn::pooling::{AttnStatPool, mean_pool};
-use crate::nn::util::{count_params, l2_normalize, seeded_init};
+use crate::nn::util::{count_params, l2_normalize, labels_tensor, seeded_init};
 use crate::nn::{Head, LossConfig};
+use crate::train::StepOutput;
 use crate::util::rng;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Hidden-size divisor of the attentive statistics pooling (ASDKit: 16).
 pub const POOL_HIDDEN_RATIO: usize = 16;
@@ -195,6 +200,71 @@ impl BeatsLora {
             fc: count_params(&self.fc),
             head: count_params(&self.head),
         }
+    }
+}
+
+/// The pipeline's view of the model: the cached BEATs fbank fitted to
+/// `seconds` (cropped, or tiled from the start), SpecAugment per training
+/// sample, one ArcFace term, kNN on the L2-normalised embedding; the
+/// adapters are merged for scoring.
+impl ModelInfo for BeatsLoraConfig {
+    fn validate(&self) -> Result<()> {
+        BeatsLoraConfig::validate(self)
+    }
+    fn loss_terms(&self) -> usize {
+        1
+    }
+    fn scoring(&self) -> Scoring {
+        Scoring::Embedding
+    }
+    fn frontends(&self) -> Vec<FrontEnd> {
+        vec![FrontEnd::Fbank { preset: FbankPreset::Beats, eat_length: None }]
+    }
+}
+
+impl ModelSpec for BeatsLoraConfig {
+    type Model = BeatsLora;
+    type Batch = BeatsBatch;
+
+    fn init(&self, ctx: &InitContext, device: &Device) -> Result<BeatsLora> {
+        BeatsLoraConfig::init(self, ctx.loss, ctx.classes, ctx.seed, device, ctx.pretrained)
+    }
+
+    fn fit(&self, inputs: Vec<Frames>) -> Result<Vec<Frames>> {
+        let f = &inputs[0];
+        if f.cols != 128 {
+            anyhow::bail!("BEATs fbank has {} mel bins, expected 128", f.cols);
+        }
+        Ok(vec![fit_rows(f, self.frames())?])
+    }
+
+    fn batch(&self, inputs: Vec<Vec<Frames>>, ctx: &BatchContext, device: &Device) -> Result<BeatsBatch> {
+        let (b, frames) = (inputs.len(), self.frames());
+        let mut data = Vec::with_capacity(b * frames * 128);
+        for (i, mut clip) in inputs.into_iter().enumerate() {
+            let f = &mut clip[0];
+            if let Some(aug) = ctx.specaugment {
+                aug.apply(f, &mut rng::stream(ctx.seed, &[0x05be_ca06, i as u64]));
+            }
+            data.extend_from_slice(&f.data);
+        }
+        Ok(BeatsBatch {
+            fbank: Tensor::from_data(TensorData::new(data, [b, frames, 128]), device),
+            labels: ctx.labels.map(|l| labels_tensor(l, device)),
+            seed: ctx.seed,
+        })
+    }
+
+    fn step(&self, model: &BeatsLora, batch: BeatsBatch) -> StepOutput {
+        StepOutput { loss: model.loss(batch), logs: Vec::new() }
+    }
+
+    fn for_inference(&self, model: BeatsLora) -> BeatsLora {
+        model.valid().merged()
+    }
+
+    fn infer(&self, model: &BeatsLora, batch: BeatsBatch) -> Tensor<2> {
+        model.embed(batch.fbank)
     }
 }
 

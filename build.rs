@@ -1,0 +1,13 @@
+//! Records the burn version locked in Cargo.lock for run manifests.
+
+fn main() {
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"burn\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ASD_BURN_VERSION={version}");
+}

@@ -7,6 +7,7 @@
 
 pub mod beats;
 pub mod dual_branch_cnn;
+pub mod nf_cdee;
 pub mod spec;
 
 pub use spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, SpecVisitor};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub enum ModelConfig {
     DualBranchCnn(dual_branch_cnn::DualBranchCnnConfig),
     BeatsLora(beats::BeatsLoraConfig),
+    NfCdee(nf_cdee::NfCdeeConfig),
 }
 
 impl ModelConfig {
@@ -27,6 +29,7 @@ impl ModelConfig {
         match self {
             ModelConfig::DualBranchCnn(c) => c,
             ModelConfig::BeatsLora(c) => c,
+            ModelConfig::NfCdee(c) => c,
         }
     }
 
@@ -35,6 +38,7 @@ impl ModelConfig {
         match self {
             ModelConfig::DualBranchCnn(c) => v.visit(c),
             ModelConfig::BeatsLora(c) => v.visit(c),
+            ModelConfig::NfCdee(c) => v.visit(c),
         }
     }
 

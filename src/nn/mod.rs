@@ -2,6 +2,7 @@
 
 pub mod arcface;
 pub mod classifier;
+pub mod flow;
 pub mod head;
 pub mod lora;
 pub mod loss;

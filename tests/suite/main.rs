@@ -12,6 +12,7 @@ mod cli;
 mod engine;
 mod evaluator_parity;
 mod experiment_files;
+mod flow_parity;
 mod frontend_parity;
 mod metrics_fixtures;
 mod models;

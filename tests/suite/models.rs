@@ -21,6 +21,7 @@ fn registry_kinds() -> Vec<String> {
 const TINY: &[(&str, &str)] = &[
     ("dual_branch_cnn", "experiments/demo/dual_branch_cnn.json"),
     ("beats_lora", "experiments/demo/beats_lora_tiny.json"),
+    ("nf_cdee", "experiments/demo/nf_cdee.json"),
 ];
 
 fn synth(root: &Path, split: &str, machines: &str) {

@@ -6,8 +6,11 @@
 //! model kind (a test checks it).
 
 pub mod beats;
+pub mod beats_eat;
 pub mod dual_branch_cnn;
+pub mod eat;
 pub mod spec;
+pub mod state_dict;
 
 pub use spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, SpecVisitor};
 
@@ -19,6 +22,8 @@ use serde::{Deserialize, Serialize};
 pub enum ModelConfig {
     DualBranchCnn(dual_branch_cnn::DualBranchCnnConfig),
     BeatsLora(beats::BeatsLoraConfig),
+    EatLora(eat::EatLoraConfig),
+    BeatsEat(beats_eat::BeatsEatConfig),
 }
 
 impl ModelConfig {
@@ -27,6 +32,8 @@ impl ModelConfig {
         match self {
             ModelConfig::DualBranchCnn(c) => c,
             ModelConfig::BeatsLora(c) => c,
+            ModelConfig::EatLora(c) => c,
+            ModelConfig::BeatsEat(c) => c,
         }
     }
 
@@ -35,6 +42,8 @@ impl ModelConfig {
         match self {
             ModelConfig::DualBranchCnn(c) => v.visit(c),
             ModelConfig::BeatsLora(c) => v.visit(c),
+            ModelConfig::EatLora(c) => v.visit(c),
+            ModelConfig::BeatsEat(c) => v.visit(c),
         }
     }
 

@@ -21,6 +21,8 @@ fn registry_kinds() -> Vec<String> {
 const TINY: &[(&str, &str)] = &[
     ("dual_branch_cnn", "experiments/demo/dual_branch_cnn.json"),
     ("beats_lora", "experiments/demo/beats_lora_tiny.json"),
+    ("eat_lora", "experiments/demo/eat_lora_tiny.json"),
+    ("beats_eat", "experiments/demo/beats_eat_tiny.json"),
 ];
 
 fn synth(root: &Path, split: &str, machines: &str) {

@@ -3,8 +3,9 @@
 
 use crate::backend::{self, BackendName};
 use crate::data::wav;
-use crate::features::fbank::beats_input;
+use crate::features::fbank::{EatLength, beats_input, eat_input};
 use crate::models::beats::{BeatsEncoder, load_for_inference};
+use crate::models::eat::{self, EatEncoder};
 use crate::nn::util::to_vec;
 use crate::util::Progress;
 use crate::util::npy;
@@ -17,12 +18,16 @@ use std::path::{Path, PathBuf};
 pub enum ModelArg {
     /// BEATs (released checkpoint format, e.g. BEATs_iter3.pt).
     Beats,
+    /// EAT (fairseq .pt, or a Hugging Face folder / its model.safetensors with config.json beside it).
+    Eat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PoolArg {
-    /// Mean over tokens: one 1 × dim vector per clip.
+    /// Mean over tokens (EAT: over the patch tokens): one 1 × dim vector per clip.
     Mean,
+    /// The CLS token (EAT only): one 1 × dim vector per clip.
+    Cls,
 }
 
 #[derive(Debug, Args)]
@@ -32,6 +37,11 @@ pub enum PoolArg {
                   --model beats: the encoder output of BEATs.extract_features (tokens × dim; token n = t·8 + f \
                   for ⌊frames/16⌋ time patches and 8 frequency patches; 10 s → 496 × 768), computed from the \
                   BEATs fbank of the whole clip. --pool mean writes the mean over tokens (1 × dim).\n\n\
+                  --model eat: the final sequence of EAT's extract_features, CLS first then the patch tokens \
+                  ((1 + N) × dim; N = frames/16 · 8 after zero-padding the EAT fbank to a multiple of 32 frames; \
+                  10 s → 513 × 768). --pool cls writes the CLS token, --pool mean the mean of the patch tokens. \
+                  --checkpoint is the fairseq .pt, or the Hugging Face folder (config.json + model.safetensors) \
+                  or its .safetensors file.\n\n\
                   --wav FILE --out FILE.npy, or --wav DIR --out DIR (every *.wav below DIR, one .npy per clip at \
                   the same relative path)."
 )]
@@ -39,7 +49,7 @@ pub struct EmbedArgs {
     /// Which model.
     #[arg(long, value_enum)]
     pub model: ModelArg,
-    /// The pre-trained checkpoint (BEATs: torch.save({'cfg': ..., 'model': ...}) as released).
+    /// The pre-trained checkpoint (BEATs: torch.save({'cfg': ..., 'model': ...}) as released; EAT: fairseq .pt or Hugging Face folder).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// A wav file, or a folder searched recursively for *.wav.
@@ -73,17 +83,68 @@ pub fn beats_features(
     Ok(match pool {
         None => (to_vec(out), [n, d]),
         Some(PoolArg::Mean) => (to_vec(out.mean_dim(1)), [1, d]),
+        Some(PoolArg::Cls) => bail!("BEATs has no CLS token"),
+    })
+}
+
+/// EAT features of one waveform: (values, [rows, dim]); the fbank is
+/// zero-padded to a multiple of 32 frames (ASDKit's rule, 1024 for 10 s).
+pub fn eat_features(
+    enc: &EatEncoder,
+    x: &[f32],
+    pool: Option<PoolArg>,
+    device: &Device,
+) -> Result<(Vec<f32>, [usize; 2])> {
+    let f = eat_input(x, EatLength::RoundUp(32))?;
+    let n = enc.tokens(f.rows, f.cols);
+    if n > enc.max_tokens() {
+        bail!("the clip gives {n} patch tokens; the EAT positional table holds {}", enc.max_tokens());
+    }
+    let input = Tensor::<3>::from_data(TensorData::new(f.data, [1, f.rows, f.cols]), device);
+    let out = enc.forward(input, None); // [1, 1 + N, D]
+    let [_, n, d] = out.dims();
+    Ok(match pool {
+        None => (to_vec(out), [n, d]),
+        Some(PoolArg::Cls) => (to_vec(out.narrow(1, 0, 1)), [1, d]),
+        Some(PoolArg::Mean) => (to_vec(out.narrow(1, 1, n - 1).mean_dim(1)), [1, d]),
+    })
+}
+
+/// A loaded encoder of either model.
+enum Encoder {
+    Beats(Box<BeatsEncoder>),
+    Eat(Box<EatEncoder>),
+}
+
+fn load(a: &EmbedArgs, device: &Device, quiet: bool) -> Result<Encoder> {
+    Ok(match a.model {
+        ModelArg::Beats => {
+            if a.pool == Some(PoolArg::Cls) {
+                bail!("--pool cls: BEATs has no CLS token (use --pool mean)");
+            }
+            Encoder::Beats(Box::new(load_for_inference(&a.checkpoint, device)?.1))
+        }
+        ModelArg::Eat => {
+            let (_, enc, notes) = eat::load_encoder(&a.checkpoint, device)
+                .with_context(|| format!("EAT checkpoint {}", a.checkpoint.display()))?;
+            if !quiet {
+                notes.iter().for_each(|n| eprintln!("{n}"));
+            }
+            Encoder::Eat(Box::new(enc))
+        }
     })
 }
 
 pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
-    let ModelArg::Beats = a.model;
     let device = backend::device(a.backend)?;
-    let (_, enc) = load_for_inference(&a.checkpoint, &device)?;
+    let enc = load(&a, &device, quiet)?;
     let one = |wav_path: &Path, out: &Path| -> Result<[usize; 2]> {
         let x = wav::load(wav_path)?;
-        let (v, shape) = beats_features(&enc, &x, a.pool, &device)
-            .with_context(|| format!("cannot embed {}", wav_path.display()))?;
+        let (v, shape) = match &enc {
+            Encoder::Beats(e) => beats_features(e, &x, a.pool, &device),
+            Encoder::Eat(e) => eat_features(e, &x, a.pool, &device),
+        }
+        .with_context(|| format!("cannot embed {}", wav_path.display()))?;
         npy::write(out, &v, &shape)?;
         Ok(shape)
     };

@@ -30,7 +30,7 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Compute a model's input features (spectrum, spectrogram, log-mel, fbank) as .npy.
     Features(features::FeaturesArgs),
-    /// Write a pre-trained model's output features (BEATs) of wav clips as .npy.
+    /// Write a pre-trained model's output features (BEATs, EAT) of wav clips as .npy.
     Embed(embed::EmbedArgs),
     /// Train an experiment's model.
     Train(run::TrainArgs),

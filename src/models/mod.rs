@@ -6,9 +6,12 @@
 //! model kind (a test checks it).
 
 pub mod beats;
+pub mod beats_eat;
 pub mod dual_branch_cnn;
+pub mod eat;
 pub mod nf_cdee;
 pub mod spec;
+pub mod state_dict;
 
 pub use spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, SpecVisitor};
 
@@ -21,6 +24,8 @@ pub enum ModelConfig {
     DualBranchCnn(dual_branch_cnn::DualBranchCnnConfig),
     BeatsLora(beats::BeatsLoraConfig),
     NfCdee(nf_cdee::NfCdeeConfig),
+    EatLora(eat::EatLoraConfig),
+    BeatsEat(beats_eat::BeatsEatConfig),
 }
 
 impl ModelConfig {
@@ -30,6 +35,8 @@ impl ModelConfig {
             ModelConfig::DualBranchCnn(c) => c,
             ModelConfig::BeatsLora(c) => c,
             ModelConfig::NfCdee(c) => c,
+            ModelConfig::EatLora(c) => c,
+            ModelConfig::BeatsEat(c) => c,
         }
     }
 
@@ -39,6 +46,8 @@ impl ModelConfig {
             ModelConfig::DualBranchCnn(c) => v.visit(c),
             ModelConfig::BeatsLora(c) => v.visit(c),
             ModelConfig::NfCdee(c) => v.visit(c),
+            ModelConfig::EatLora(c) => v.visit(c),
+            ModelConfig::BeatsEat(c) => v.visit(c),
         }
     }
 

@@ -99,6 +99,30 @@ pub fn fit_rows(f: &Frames, n: usize) -> Result<Frames> {
     Ok(Frames::new(data, n, f.cols))
 }
 
+/// A [B, rows, cols] batch of the fitted inputs `inputs[i][slot]` (all of
+/// one shape), each augmented with SpecAugment when training, its masks
+/// drawn from the stream (batch seed, `salt`, clip index).
+pub fn frames_batch(
+    inputs: &mut [Vec<Frames>],
+    slot: usize,
+    ctx: &BatchContext,
+    salt: u64,
+    device: &Device,
+) -> Tensor<3> {
+    let b = inputs.len();
+    let (rows, cols) = inputs.first().map_or((0, 0), |c| (c[slot].rows, c[slot].cols));
+    let mut data = Vec::with_capacity(b * rows * cols);
+    for (i, clip) in inputs.iter_mut().enumerate() {
+        let f = &mut clip[slot];
+        assert_eq!((f.rows, f.cols), (rows, cols), "fitted inputs share one shape");
+        if let Some(aug) = ctx.specaugment {
+            aug.apply(f, &mut crate::util::rng::stream(ctx.seed, &[salt, i as u64]));
+        }
+        data.extend_from_slice(&f.data);
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(data, [b, rows, cols]), device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-/// Which attention projections get LoRA adapters.
+/// Which projections get LoRA adapters: the attention's q, k, v and output
+/// projections, and the two feed-forward layers (EAT-LoRA adapts them,
+/// report §2.4; BEATs-LoRA adapts attention only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoraTarget {
@@ -29,6 +31,8 @@ pub enum LoraTarget {
     K,
     V,
     Out,
+    Fc1,
+    Fc2,
 }
 
 /// LoRA settings (report: q, v, out; rank 64, rank 96 for v in the latter
@@ -71,6 +75,14 @@ impl LoraConfig {
             (LoraTarget::V, Some(r)) if layer >= layers / 2 => Some(r),
             _ => Some(self.rank),
         }
+    }
+
+    /// Checks the settings for a model whose adapters can sit on `supported`.
+    pub fn validate_for(&self, model: &str, supported: &[LoraTarget]) -> Result<()> {
+        if let Some(t) = self.targets.iter().find(|t| !supported.contains(t)) {
+            bail!("lora.targets: {model} has no adapter slot for {t:?} (supported: {supported:?})");
+        }
+        self.validate()
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -9,6 +9,8 @@ mod backends;
 mod beats_lora;
 mod beats_parity;
 mod cli;
+mod eat_lora;
+mod eat_parity;
 mod engine;
 mod evaluator_parity;
 mod experiment_files;

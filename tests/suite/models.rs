@@ -22,6 +22,8 @@ const TINY: &[(&str, &str)] = &[
     ("dual_branch_cnn", "experiments/demo/dual_branch_cnn.json"),
     ("beats_lora", "experiments/demo/beats_lora_tiny.json"),
     ("nf_cdee", "experiments/demo/nf_cdee.json"),
+    ("eat_lora", "experiments/demo/eat_lora_tiny.json"),
+    ("beats_eat", "experiments/demo/beats_eat_tiny.json"),
 ];
 
 fn synth(root: &Path, split: &str, machines: &str) {

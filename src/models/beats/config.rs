@@ -247,7 +247,7 @@ impl BeatsLoraConfig {
         {
             bail!("beats_lora.gradient_decay must be positive");
         }
-        self.lora.validate()
+        self.lora.validate_for("BEATs", &super::lora::TARGETS)
     }
 
     /// Fbank frames of the model input (`seconds` of audio, Kaldi framing).
@@ -308,5 +308,10 @@ mod tests {
         let c: BeatsLoraConfig = serde_json::from_value(serde_json::json!({"pretrained": "x.pt"})).unwrap();
         assert_eq!(c.frames(), 998);
         c.validate().unwrap();
+        let fc: BeatsLoraConfig =
+            serde_json::from_value(serde_json::json!({"pretrained": "x.pt", "lora": {"targets": ["q", "fc1"]}}))
+                .unwrap();
+        let e = format!("{:#}", fc.validate().unwrap_err());
+        assert!(e.contains("BEATs") && e.contains("Fc1"), "{e}");
     }
 }

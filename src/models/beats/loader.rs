@@ -41,23 +41,12 @@
 
 use super::config::BeatsConfig;
 use super::encoder::BeatsEncoder;
-use crate::nn::util::{ParamValue, assign_params, named_params};
+pub use crate::models::state_dict::{KeyMapEntry, StateDict, StateTensor, param_shapes};
+use crate::models::state_dict::{assign_all, key_problems, mapped_values, report, unexpected_keys};
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::store::pytorch_reader::{self, PytorchReader};
-use std::collections::{BTreeMap, BTreeSet};
+use burn::store::pytorch_reader::PytorchReader;
+use std::collections::BTreeSet;
 use std::path::Path;
-
-/// One row of the key map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyMapEntry {
-    /// Name in the original `state_dict`.
-    pub torch: String,
-    /// Parameter path in [`BeatsEncoder`].
-    pub burn: String,
-    /// Stored [out, in] by torch, [in, out] by burn.
-    pub transpose: bool,
-}
 
 /// Every checkpoint key of a model of `cfg` and its burn parameter (the
 /// table in the module docs, generated for `cfg`).
@@ -127,104 +116,6 @@ pub fn shared_aliases(cfg: &BeatsConfig) -> Vec<(String, String)> {
         .collect()
 }
 
-enum Source {
-    File(pytorch_reader::Tensor),
-    Data(Vec<f32>),
-    /// Shape only (key manifests); reading it is an error.
-    None,
-}
-
-/// One tensor of a state dict.
-pub struct StateTensor {
-    pub shape: Vec<usize>,
-    source: Source,
-}
-
-impl StateTensor {
-    /// The values as f32 (f32 and f64 checkpoints are accepted).
-    pub fn read(&self, name: &str) -> Result<Vec<f32>> {
-        match &self.source {
-            Source::Data(v) => Ok(v.clone()),
-            Source::None => bail!("{name}: no data (shape-only state dict)"),
-            Source::File(t) => {
-                let bytes = t.read().with_context(|| format!("cannot read tensor {name}"))?;
-                match t.dtype() {
-                    pytorch_reader::DType::F32 => {
-                        Ok(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
-                    }
-                    pytorch_reader::DType::F64 => Ok(bytes
-                        .chunks_exact(8)
-                        .map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32)
-                        .collect()),
-                    d => bail!("{name}: dtype {d:?} is not supported (expected float32)"),
-                }
-            }
-        }
-    }
-}
-
-/// A checkpoint's `model` entry: tensor name → shape and values.
-#[derive(Default)]
-pub struct StateDict {
-    tensors: BTreeMap<String, StateTensor>,
-}
-
-impl StateDict {
-    /// The tensors under `key` of a torch checkpoint (`None`: top level).
-    pub fn from_pt(path: &Path, key: Option<&str>) -> Result<StateDict> {
-        let reader = match key {
-            Some(k) => PytorchReader::with_top_level_key(path, k),
-            None => PytorchReader::new(path),
-        }
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let mut tensors = BTreeMap::new();
-        for (name, t) in reader.into_tensors() {
-            if !matches!(t.dtype(), pytorch_reader::DType::F32 | pytorch_reader::DType::F64) {
-                bail!(
-                    "{}: tensor {name} has dtype {:?}; a BEATs checkpoint holds float32 tensors",
-                    path.display(),
-                    t.dtype()
-                );
-            }
-            tensors.insert(name, StateTensor { shape: t.shape().to_vec(), source: Source::File(t) });
-        }
-        Ok(StateDict { tensors })
-    }
-
-    /// Names and shapes without data (for checking key manifests).
-    pub fn from_shapes(items: impl IntoIterator<Item = (String, Vec<usize>)>) -> StateDict {
-        StateDict {
-            tensors: items.into_iter().map(|(n, s)| (n, StateTensor { shape: s, source: Source::None })).collect(),
-        }
-    }
-
-    /// Adds or replaces a tensor given by its values.
-    pub fn insert(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}: data does not fill the shape");
-        self.tensors.insert(name.to_string(), StateTensor { shape, source: Source::Data(data) });
-    }
-
-    pub fn remove(&mut self, name: &str) -> Option<StateTensor> {
-        self.tensors.remove(name)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&StateTensor> {
-        self.tensors.get(name)
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.tensors.keys()
-    }
-
-    pub fn len(&self) -> usize {
-        self.tensors.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tensors.is_empty()
-    }
-}
-
 /// A released-format BEATs checkpoint: configuration and weights.
 pub struct BeatsCheckpoint {
     pub cfg: BeatsConfig,
@@ -253,49 +144,13 @@ pub fn read_checkpoint(path: &Path) -> Result<BeatsCheckpoint> {
     Ok(BeatsCheckpoint { cfg, state })
 }
 
-/// Parameter paths and shapes of a module (lazy: nothing is initialised).
-pub fn param_shapes<M: Module>(m: &M) -> BTreeMap<String, Vec<usize>> {
-    named_params(m).into_iter().map(|(path, p)| (path, p.shape)).collect()
-}
-
-/// Whether a parameter path belongs to a LoRA adapter (not in checkpoints).
-fn is_adapter(path: &str) -> bool {
-    path.split('.').any(|s| s.ends_with("_lora"))
-}
-
-fn transposed(s: &[usize]) -> Vec<usize> {
-    let mut t = s.to_vec();
-    let n = t.len();
-    t.swap(n - 2, n - 1);
-    t
-}
-
 /// Checks a state dict against `encoder` (built from `cfg`): names and
 /// shapes, every key of both sides. The error lists every problem.
 pub fn check_keys(cfg: &BeatsConfig, encoder: &BeatsEncoder, state: &StateDict) -> Result<()> {
     let params = param_shapes(encoder);
     let map = key_map(cfg);
     let aliases = shared_aliases(cfg);
-    let mut problems = Vec::new();
-    for e in &map {
-        let Some(model_shape) = params.get(&e.burn) else {
-            problems.push(format!("key map names {} -> {}, which the model lacks (internal error)", e.torch, e.burn));
-            continue;
-        };
-        let expected = if e.transpose { transposed(model_shape) } else { model_shape.clone() };
-        match state.get(&e.torch) {
-            None => problems.push(format!("missing key {} (the model expects shape {expected:?})", e.torch)),
-            Some(t) if t.shape != expected => problems
-                .push(format!("{}: checkpoint has shape {:?}, the model expects {expected:?}", e.torch, t.shape)),
-            Some(_) => {}
-        }
-    }
-    let mapped: BTreeSet<&str> = map.iter().map(|e| e.burn.as_str()).collect();
-    for p in params.keys() {
-        if !mapped.contains(p.as_str()) && !is_adapter(p) {
-            problems.push(format!("model parameter {p} has no checkpoint key (internal error)"));
-        }
-    }
+    let mut problems = key_problems(&map, &params, state);
     for (alias, canon) in &aliases {
         if let (Some(a), Some(c)) = (state.get(alias), params.get(canon))
             && &a.shape != c
@@ -308,37 +163,15 @@ pub fn check_keys(cfg: &BeatsConfig, encoder: &BeatsEncoder, state: &StateDict) 
     }
     let known: BTreeSet<&str> =
         map.iter().map(|e| e.torch.as_str()).chain(aliases.iter().map(|(a, _)| a.as_str())).collect();
-    for (k, t) in &state.tensors {
-        if !known.contains(k.as_str()) {
-            problems.push(format!(
-                "unexpected key {k} (shape {:?}): a BEATs model of this cfg has no such tensor",
-                t.shape
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        bail!(
-            "the checkpoint does not match the BEATs model of its cfg ({} problem{}):\n  {}",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" },
-            problems.join("\n  ")
-        );
-    }
-    Ok(())
+    problems.extend(unexpected_keys(state, |k| known.contains(k), "BEATs"));
+    report(problems, "BEATs")
 }
 
 /// Loads a state dict into `encoder` (strict, see [`check_keys`]). The
 /// parameters keep their ids and gradient settings.
 pub fn load_state(cfg: &BeatsConfig, encoder: BeatsEncoder, state: &StateDict) -> Result<BeatsEncoder> {
     check_keys(cfg, &encoder, state)?;
-    let mut values: BTreeMap<String, ParamValue> = BTreeMap::new();
-    for e in key_map(cfg) {
-        let t = state.get(&e.torch).expect("checked");
-        values.insert(
-            e.burn.clone(),
-            ParamValue { shape: t.shape.clone(), data: t.read(&e.torch)?, transpose: e.transpose },
-        );
-    }
+    let values = mapped_values(&key_map(cfg), state)?;
     for (alias, canon) in shared_aliases(cfg) {
         if let Some(a) = state.get(&alias) {
             let v = a.read(&alias)?;
@@ -351,11 +184,7 @@ pub fn load_state(cfg: &BeatsConfig, encoder: BeatsEncoder, state: &StateDict) -
             }
         }
     }
-    let (encoder, unassigned) = assign_params(encoder, values);
-    if let Some(k) = unassigned.first() {
-        bail!("parameter {k} was not assigned (internal error)");
-    }
-    Ok(encoder)
+    assign_all(encoder, values)
 }
 
 /// Builds the encoder of a checkpoint and loads its weights (frozen

@@ -16,10 +16,12 @@ fn adapter_slot(att: &mut SelfAttention, t: LoraTarget) -> (&Linear, &mut Option
         LoraTarget::K => (&att.k_proj, &mut att.k_lora),
         LoraTarget::V => (&att.v_proj, &mut att.v_lora),
         LoraTarget::Out => (&att.out_proj, &mut att.out_lora),
+        LoraTarget::Fc1 | LoraTarget::Fc2 => unreachable!("BeatsLoraConfig::validate rejects {t:?}"),
     }
 }
 
-const TARGETS: [LoraTarget; 4] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::Out];
+/// The projections BEATs adapters can sit on.
+pub const TARGETS: [LoraTarget; 4] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::Out];
 
 /// Freezes every parameter of `encoder` and attaches fresh adapters as
 /// `cfg` says. A of layer i comes from the stream (seed, i): adapters are
@@ -57,6 +59,7 @@ pub fn merge(encoder: BeatsEncoder) -> BeatsEncoder {
                     LoraTarget::K => att.k_proj.weight = new,
                     LoraTarget::V => att.v_proj.weight = new,
                     LoraTarget::Out => att.out_proj.weight = new,
+                    LoraTarget::Fc1 | LoraTarget::Fc2 => unreachable!("no BEATs slot"),
                 }
             }
         }

@@ -40,7 +40,7 @@ pub use config::{BeatsConfig, BeatsLoraConfig, LoraConfig, LoraTarget, Pooling};
 pub use encoder::{BeatsEncoder, TrainNoise};
 pub use loader::{BeatsCheckpoint, StateDict, load_encoder, read_checkpoint, read_config};
 
-use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, fit_rows};
+use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, fit_rows, frames_batch};
 use crate::features::Frames;
 use crate::features::fbank::FbankPreset;
 use crate::features::frontend::FrontEnd;
@@ -52,7 +52,10 @@ use crate::util::rng;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
+
+/// SpecAugment stream salt of the BEATs input.
+pub const SPECAUG_SALT: u64 = 0x05be_ca06;
 
 /// Hidden-size divisor of the attentive statistics pooling (ASDKit: 16).
 pub const POOL_HIDDEN_RATIO: usize = 16;
@@ -177,13 +180,18 @@ impl BeatsLora {
     /// LoRA dropout drawn from the batch seed).
     pub fn loss(&self, batch: BeatsBatch) -> Tensor<1> {
         let labels = batch.labels.expect("training batch has labels");
-        let mut noise = TrainNoise {
-            rng: rng::stream(batch.seed, &[0xbea75]),
+        let e = self.embedding(batch.fbank, Some(&mut self.train_noise(batch.seed)));
+        self.head.loss(e, labels)
+    }
+
+    /// The training noise of a micro-batch (LayerDrop and LoRA-dropout
+    /// draws from the stream of its seed).
+    pub fn train_noise(&self, seed: u64) -> TrainNoise {
+        TrainNoise {
+            rng: rng::stream(seed, &[0xbea75]),
             layerdrop: self.layerdrop,
             gradient_decay: self.gradient_decay,
-        };
-        let e = self.embedding(batch.fbank, Some(&mut noise));
-        self.head.loss(e, labels)
+        }
     }
 
     /// The same model with the adapters folded into the encoder weights.
@@ -238,18 +246,9 @@ impl ModelSpec for BeatsLoraConfig {
         Ok(vec![fit_rows(f, self.frames())?])
     }
 
-    fn batch(&self, inputs: Vec<Vec<Frames>>, ctx: &BatchContext, device: &Device) -> Result<BeatsBatch> {
-        let (b, frames) = (inputs.len(), self.frames());
-        let mut data = Vec::with_capacity(b * frames * 128);
-        for (i, mut clip) in inputs.into_iter().enumerate() {
-            let f = &mut clip[0];
-            if let Some(aug) = ctx.specaugment {
-                aug.apply(f, &mut rng::stream(ctx.seed, &[0x05be_ca06, i as u64]));
-            }
-            data.extend_from_slice(&f.data);
-        }
+    fn batch(&self, mut inputs: Vec<Vec<Frames>>, ctx: &BatchContext, device: &Device) -> Result<BeatsBatch> {
         Ok(BeatsBatch {
-            fbank: Tensor::from_data(TensorData::new(data, [b, frames, 128]), device),
+            fbank: frames_batch(&mut inputs, 0, ctx, SPECAUG_SALT, device),
             labels: ctx.labels.map(|l| labels_tensor(l, device)),
             seed: ctx.seed,
         })

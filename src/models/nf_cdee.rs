@@ -121,20 +121,26 @@ impl NfCdeeBatch {
     /// The moments of `b` clips of `t` frames × `mels` bins (frame-major
     /// rows, as in `Frames`), accumulated in f64.
     pub fn from_logmel(data: &[f32], b: usize, t: usize, mels: usize, device: &Device) -> NfCdeeBatch {
+        use rayon::prelude::*;
         assert_eq!(data.len(), b * t * mels, "log-mel batch of {b} × {t} × {mels}");
-        let mut m = vec![0.0f64; b * mels];
-        let mut q = vec![0.0f64; b * mels];
-        for (i, row) in data.chunks(mels).enumerate() {
-            let clip = i / t;
-            for (k, &v) in row.iter().enumerate() {
-                m[clip * mels + k] += v as f64;
-                q[clip * mels + k] += v as f64 * v as f64;
-            }
-        }
-        let n = t as f64;
-        let to = |v: Vec<f64>| -> Tensor<2> {
-            Tensor::from_data(TensorData::new(v.into_iter().map(|x| (x / n) as f32).collect(), [b, mels]), device)
-        };
+        // One clip per task: the sums of a clip never mix across threads, so
+        // the result does not depend on the thread count.
+        let per_clip: Vec<(Vec<f32>, Vec<f32>)> = data
+            .par_chunks(t * mels)
+            .map(|clip| {
+                let (mut m, mut q) = (vec![0.0f64; mels], vec![0.0f64; mels]);
+                for row in clip.chunks(mels) {
+                    for (k, &v) in row.iter().enumerate() {
+                        m[k] += v as f64;
+                        q[k] += v as f64 * v as f64;
+                    }
+                }
+                let n = t as f64;
+                (m.iter().map(|x| (x / n) as f32).collect(), q.iter().map(|x| (x / n) as f32).collect())
+            })
+            .collect();
+        let (m, q): (Vec<Vec<f32>>, Vec<Vec<f32>>) = per_clip.into_iter().unzip();
+        let to = |v: Vec<Vec<f32>>| Tensor::from_data(TensorData::new(v.concat(), [b, mels]), device);
         NfCdeeBatch { mean: to(m), sq_mean: to(q) }
     }
 }

@@ -110,6 +110,15 @@ fn report_settings_run_on_an_evaluation_split_without_labels() {
     assert!(manifest["finished_unix_s"].is_u64());
     assert_eq!(manifest["burn_version"], "0.22.1");
 
+    // Every report-settings file is valid on an evaluation split as committed
+    // (none chooses anything by test labels).
+    for e in std::fs::read_dir("experiments/models").unwrap() {
+        let f = e.unwrap().path();
+        let exp = Experiment::load(&f, &["data.sets=[\"eval\"]".to_string()])
+            .unwrap_or_else(|e| panic!("{} on the eval split: {e:#}", f.display()));
+        assert!(!exp.train.selection.reads_test_labels(), "{}", f.display());
+    }
+
     // The report's own rule reads test labels: refused on this split.
     o.push("train.selection={\"rule\": \"test_labels_dev_only\", \"every\": 1}".into());
     let err = Experiment::load(Path::new("experiments/models/dual_branch_cnn.json"), &o).unwrap_err();

@@ -279,6 +279,23 @@ mod tests {
     }
 
     #[test]
+    fn inputs_are_fitted_and_bad_ones_named() {
+        let cfg = NfCdeeConfig { seconds: 1.0, ..Default::default() };
+        let t = cfg.frames();
+        assert_eq!(t, 32); // 1 + 16 000 / 512
+        let f = Frames::new((0..3 * 256).map(|v| v as f32).collect(), 3, 256);
+        let fitted = ModelSpec::fit(&cfg, vec![f]).unwrap();
+        assert_eq!((fitted[0].rows, fitted[0].cols), (t, 256));
+        assert_eq!(fitted[0].row(3), fitted[0].row(0), "short clips are tiled from their start");
+        let err = |f: Frames| format!("{:#}", ModelSpec::fit(&cfg, vec![f]).unwrap_err());
+        assert!(err(Frames::new(vec![0.0; 128], 1, 128)).contains("128 bins, expected 256"));
+        let mut nan = vec![0.0; 256];
+        nan[7] = f32::NAN;
+        assert!(err(Frames::new(nan, 1, 256)).contains("non-finite"));
+        assert!(ModelInfo::validate(&NfCdeeConfig { mels: 64, ..Default::default() }).is_err());
+    }
+
+    #[test]
     fn moments_path_equals_batch_norm_on_the_whole_log_mel() {
         let dev = Device::flex().autodiff();
         let (a, b) = (small().init(4, &dev), small().init(4, &dev));

@@ -13,13 +13,13 @@
 
 use super::beats::{BeatsLora, BeatsLoraConfig, ParamCounts};
 use super::eat::{self, EatLora, EatLoraConfig};
-use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, fit_rows, frames_batch};
+use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring, frames_batch};
 use crate::features::Frames;
 use crate::features::frontend::FrontEnd;
 use crate::nn::util::{count_params, l2_normalize, labels_tensor, seeded_init};
 use crate::nn::{Head, LossConfig};
 use crate::train::StepOutput;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -193,11 +193,10 @@ impl ModelSpec for BeatsEatConfig {
 
     fn fit(&self, inputs: Vec<Frames>) -> Result<Vec<Frames>> {
         let [b, e] = <[Frames; 2]>::try_from(inputs).map_err(|v| anyhow::anyhow!("{} inputs, expected 2", v.len()))?;
-        if b.cols != 128 {
-            bail!("BEATs fbank has {} mel bins, expected 128", b.cols);
-        }
-        eat::check_input(&e, self.eat.frames())?;
-        Ok(vec![fit_rows(&b, self.beats.frames())?, e])
+        // Each branch fits its own input as it does alone.
+        let mut fitted = ModelSpec::fit(&self.beats, vec![b])?;
+        fitted.extend(ModelSpec::fit(&self.eat, vec![e])?);
+        Ok(fitted)
     }
 
     fn batch(&self, mut inputs: Vec<Vec<Frames>>, ctx: &BatchContext, device: &Device) -> Result<BeatsEatBatch> {

@@ -17,19 +17,8 @@ use asd::models::eat::{EatConfig, EatEncoder};
 use burn::tensor::{Device, Distribution, Tensor};
 use std::time::Instant;
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
+mod common;
+use common::{arg, peak_rss_mib};
 
 fn main() {
     let runs: usize = arg("--runs", 5);

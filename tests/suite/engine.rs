@@ -94,6 +94,13 @@ fn opts<'a>(resume: bool, stop_after: Option<u64>) -> RunOptions<'a, Net> {
     RunOptions { seed: 3, resume, quiet: true, stop_after, validator: None }
 }
 
+/// A fresh run folder `name` under `dir`.
+fn run_dir(dir: &std::path::Path, name: &str) -> RunDir {
+    let r = RunDir::new(dir.join(name));
+    std::fs::create_dir_all(&r.root).unwrap();
+    r
+}
+
 fn losses(run: &RunDir) -> Vec<f64> {
     std::fs::read_to_string(run.metrics())
         .unwrap()
@@ -107,9 +114,7 @@ fn loss_decreases_and_runs_are_reproducible() {
     let dev = Device::flex().autodiff();
     let task = Toy::new(64);
     let d = tempfile::tempdir().unwrap();
-    let (r1, r2) = (RunDir::new(d.path().join("a")), RunDir::new(d.path().join("b")));
-    std::fs::create_dir_all(&r1.root).unwrap();
-    std::fs::create_dir_all(&r2.root).unwrap();
+    let (r1, r2) = (run_dir(d.path(), "a"), run_dir(d.path(), "b"));
     let m1 = fit(&task, Net::new(&dev), &cfg(30), &r1, &dev, opts(false, None)).unwrap();
     let m2 = fit(&task, Net::new(&dev), &cfg(30), &r2, &dev, opts(false, None)).unwrap();
     let l = losses(&r1);
@@ -129,9 +134,7 @@ fn resume_is_bit_exact() {
     let dev = Device::flex().autodiff();
     let task = Toy::new(40);
     let d = tempfile::tempdir().unwrap();
-    let (full, split) = (RunDir::new(d.path().join("full")), RunDir::new(d.path().join("split")));
-    std::fs::create_dir_all(&full.root).unwrap();
-    std::fs::create_dir_all(&split.root).unwrap();
+    let (full, split) = (run_dir(d.path(), "full"), run_dir(d.path(), "split"));
     let whole = fit(&task, Net::new(&dev), &cfg(14), &full, &dev, opts(false, None)).unwrap();
     fit(&task, Net::new(&dev), &cfg(14), &split, &dev, opts(false, Some(5))).unwrap();
     assert_eq!(checkpoint::read_state(&split.last()).unwrap().step, 5);
@@ -149,9 +152,7 @@ fn accumulation_equals_one_large_batch() {
     let mut task = Toy::new(48);
     task.use_bn = false;
     let d = tempfile::tempdir().unwrap();
-    let (a, b) = (RunDir::new(d.path().join("a")), RunDir::new(d.path().join("b")));
-    std::fs::create_dir_all(&a.root).unwrap();
-    std::fs::create_dir_all(&b.root).unwrap();
+    let (a, b) = (run_dir(d.path(), "a"), run_dir(d.path(), "b"));
     let mut c1 = cfg(1);
     c1.grad_clip = None;
     c1.schedule = None;
@@ -211,9 +212,7 @@ fn a_crash_between_the_two_renames_of_last_is_recovered_on_resume() {
     let dev = Device::flex().autodiff();
     let task = Toy::new(40);
     let d = tempfile::tempdir().unwrap();
-    let (full, split) = (RunDir::new(d.path().join("full")), RunDir::new(d.path().join("split")));
-    std::fs::create_dir_all(&full.root).unwrap();
-    std::fs::create_dir_all(&split.root).unwrap();
+    let (full, split) = (run_dir(d.path(), "full"), run_dir(d.path(), "split"));
     let whole = fit(&task, Net::new(&dev), &cfg(10), &full, &dev, opts(false, None)).unwrap();
     fit(&task, Net::new(&dev), &cfg(10), &split, &dev, opts(false, Some(4))).unwrap();
     // The state a crash after `last -> .last.old` and before `.last.tmp -> last` leaves.
@@ -231,8 +230,7 @@ fn average_last_averages_the_last_periodic_checkpoints() {
     let dev = Device::flex().autodiff();
     let task = Toy::new(40);
     let d = tempfile::tempdir().unwrap();
-    let run = RunDir::new(d.path().join("r"));
-    std::fs::create_dir_all(&run.root).unwrap();
+    let run = run_dir(d.path(), "r");
     let c = TrainConfig { checkpoint_every: 4, selection: asd::train::Selection::AverageLast { k: 3 }, ..cfg(10) };
     c.validate().unwrap();
     // Periodic steps 4 and 8, and the final step 10.

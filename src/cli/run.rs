@@ -101,8 +101,7 @@ pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
 /// saved configuration must match), then scores and evaluates.
 pub fn run(a: RunArgs, quiet: bool) -> Result<()> {
     let p = prepare(&a.exp)?;
-    let (done, asked) = p.progress()?;
-    let started = p.started()?;
+    let pipeline::TrainProgress { done, asked, started } = p.progress()?;
     if done >= asked && started {
         say(quiet, &format!("{} is already trained ({done} steps); scoring it", p.run.root.display()));
     } else {

@@ -109,25 +109,27 @@ impl Prepared {
             .collect()
     }
 
-    /// How far training is: (steps done, steps asked) summed over the units.
-    pub fn progress(&self) -> Result<(u64, u64)> {
-        let mut done = (0, 0);
+    /// How far training is, over all units (one scan of the data and the
+    /// run folders).
+    pub fn progress(&self) -> Result<TrainProgress> {
+        let mut p = TrainProgress { done: 0, asked: 0, started: false };
         for u in self.units()? {
-            done.0 += u.run.steps_done()?.unwrap_or(0).min(u.exp.train.max_steps);
-            done.1 += u.exp.train.max_steps;
+            let steps = u.run.steps_done()?;
+            p.started |= steps.is_some();
+            p.done += steps.unwrap_or(0).min(u.exp.train.max_steps);
+            p.asked += u.exp.train.max_steps;
         }
-        Ok(done)
+        Ok(p)
     }
+}
 
-    /// Whether any unit has started training.
-    pub fn started(&self) -> Result<bool> {
-        for u in self.units()? {
-            if u.run.steps_done()?.is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
+/// Steps done and asked, summed over a run's units, and whether any unit
+/// has started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainProgress {
+    pub done: u64,
+    pub asked: u64,
+    pub started: bool,
 }
 
 /// Options of one training session.

@@ -48,16 +48,6 @@ fn params(m: &BeatsLora) -> BTreeMap<String, (ParamId, bool)> {
         .collect()
 }
 
-fn has_grad(gp: &GradientsParams, id: ParamId, dims: usize) -> bool {
-    match dims {
-        1 => gp.get::<1>(id).is_some(),
-        2 => gp.get::<2>(id).is_some(),
-        3 => gp.get::<3>(id).is_some(),
-        4 => gp.get::<4>(id).is_some(),
-        _ => unreachable!(),
-    }
-}
-
 fn max_abs(a: Tensor<3>, b: Tensor<3>) -> f64 {
     (a - b).abs().max().into_scalar::<f64>()
 }
@@ -84,7 +74,7 @@ fn a_training_step_moves_adapters_and_head_and_leaves_the_base_bit_identical() {
             if path.contains("running_") {
                 continue;
             }
-            let g = has_grad(&gp, *id, shapes[path]);
+            let g = common::has_grad(&gp, *id, shapes[path]);
             assert_eq!(g, !frozen, "{path}: gradient entry {g} (frozen: {frozen})");
         }
         model = optim.step(1e-3, model, gp);
@@ -209,7 +199,7 @@ fn a_reloaded_checkpoint_keeps_the_base_frozen() {
         checkpoint::tensors(&loaded).into_iter().map(|(k, (s, _))| (k, s.len())).collect();
     for (path, (id, frozen)) in params(&loaded) {
         if !path.contains("running_") {
-            assert_eq!(has_grad(&gp, id, shapes[&path]), !frozen, "{path}");
+            assert_eq!(common::has_grad(&gp, id, shapes[&path]), !frozen, "{path}");
         }
     }
 }

@@ -28,3 +28,14 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
+
+/// Whether the gradients hold an entry for the parameter `id` of rank `dims`.
+pub fn has_grad(gp: &burn::optim::GradientsParams, id: burn::module::ParamId, dims: usize) -> bool {
+    match dims {
+        1 => gp.get::<1>(id).is_some(),
+        2 => gp.get::<2>(id).is_some(),
+        3 => gp.get::<3>(id).is_some(),
+        4 => gp.get::<4>(id).is_some(),
+        _ => unreachable!(),
+    }
+}

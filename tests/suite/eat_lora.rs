@@ -88,16 +88,6 @@ fn params<M: Module>(m: &M) -> BTreeMap<String, (ParamId, bool)> {
         .collect()
 }
 
-fn has_grad(gp: &GradientsParams, id: ParamId, dims: usize) -> bool {
-    match dims {
-        1 => gp.get::<1>(id).is_some(),
-        2 => gp.get::<2>(id).is_some(),
-        3 => gp.get::<3>(id).is_some(),
-        4 => gp.get::<4>(id).is_some(),
-        _ => unreachable!(),
-    }
-}
-
 /// One optimiser step through `loss`; checks gradient entries (trainable
 /// only), then that frozen tensors kept every bit and trainable ones moved.
 /// Returns the number of trainable tensors that moved.
@@ -110,7 +100,7 @@ fn step_and_check<M: Module + Clone>(model: M, loss: impl Fn(&M) -> Tensor<1>) -
     let gp = GradientsParams::from_grads(l.backward(), &model);
     for (path, (id, frozen)) in &ids {
         if !path.contains("running_") {
-            assert_eq!(has_grad(&gp, *id, dims[path]), !frozen, "{path}: gradient entry (frozen: {frozen})");
+            assert_eq!(common::has_grad(&gp, *id, dims[path]), !frozen, "{path}: gradient entry (frozen: {frozen})");
         }
     }
     let mut optim = asd::train::AdamW { lr: 1e-3, ..Default::default() }.init();

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
+pub mod report;
 pub mod scoring;
 pub mod train;
 pub mod util;

@@ -4,6 +4,7 @@ mod embed;
 mod evaluate;
 mod features;
 mod fuse;
+mod report;
 mod run;
 mod synth;
 
@@ -36,10 +37,12 @@ pub enum Command {
     Train(run::TrainArgs),
     /// Score test clips with a trained model (official CSVs + evaluation).
     Score(run::ScoreArgs),
-    /// Train, score and evaluate an experiment.
+    /// Train, score and evaluate an experiment, or a whole system (members, fusion, report).
     Run(run::RunArgs),
     /// Calibrate and fuse the scores of several runs per machine group (report §3.2–3.4).
     Fuse(fuse::FuseArgs),
+    /// Redraw the report of a system run (report.md and its plots).
+    Report(report::ReportArgs),
 }
 
 /// What `--wav FILE|DIR --out FILE.npy|DIR` asks for.
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => run::score(a, cli.quiet),
         Command::Run(a) => run::run(a, cli.quiet),
         Command::Fuse(a) => fuse::run(a, cli.quiet),
+        Command::Report(a) => report::run(a, cli.quiet),
     }
 }

@@ -49,10 +49,24 @@ pub struct ScoreArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(about = "Train (resuming a run stopped early) then score and evaluate an experiment")]
+#[command(
+    about = "Train (resuming a run stopped early), score and evaluate an experiment, or a whole system: every member, \
+             fusion per machine group, official CSVs in <out>/submission/, a report with plots"
+)]
 pub struct RunArgs {
+    /// Experiment or system file (JSON; a system file has `members`).
     #[command(flatten)]
     pub exp: ExperimentArgs,
+    /// Data root in the DCASE layout, replacing the file's `data.root`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run folder (a system's, or the folder of an experiment's run folder;
+    /// default: <checkpoints>/<system name> or <checkpoints>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Retrain and rescore every member instead of reusing complete outputs (systems).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 fn prepare(a: &ExperimentArgs) -> Result<pipeline::Prepared> {
@@ -99,28 +113,50 @@ pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
 
 /// Trains what is not trained yet (a run stopped early is resumed: its
 /// saved configuration must match), then scores and evaluates.
-pub fn run(a: RunArgs, quiet: bool) -> Result<()> {
-    let p = prepare(&a.exp)?;
-    let pipeline::TrainProgress { done, asked, started } = p.progress()?;
-    if done >= asked && started {
-        say(quiet, &format!("{} is already trained ({done} steps); scoring it", p.run.root.display()));
-    } else {
-        if started {
-            say(quiet, &format!("{} stopped at step {done} of {asked}; resuming", p.run.root.display()));
-        }
-        let opts = TrainOptions { resume: started, quiet, stop_after: None };
-        pipeline::train(&p, a.exp.backend, &opts).with_context(|| {
-            if started {
-                "cannot resume the run (use another name, or remove the run folder to start over)"
-            } else {
-                "training failed"
-            }
-        })?;
+pub fn run(mut a: RunArgs, quiet: bool) -> Result<()> {
+    if crate::fusion::is_system_file(&a.exp.experiment)? {
+        return run_system(a, quiet);
     }
+    if a.overwrite {
+        anyhow::bail!("--overwrite applies to system files (remove the run folder to retrain an experiment)");
+    }
+    if let Some(d) = &a.data {
+        a.exp.overrides.push(format!("data.root={}", serde_json::to_string(d)?));
+    }
+    if let Some(out) = &a.out {
+        a.exp.checkpoints = out.clone();
+        a.exp.overrides.push(format!("features.cache_dir={}", serde_json::to_string(&out.join("features"))?));
+    }
+    let p = prepare(&a.exp)?;
+    pipeline::train_or_resume(&p, a.exp.backend, quiet)?;
     let out = pipeline::score(&p, a.exp.backend, None, quiet)?;
     say(quiet, &format!("submission files in {}", out.dir.display()));
     if let Some(r) = out.report {
         println!("{}", r.table());
+    }
+    Ok(())
+}
+
+fn run_system(a: RunArgs, quiet: bool) -> Result<()> {
+    crate::backend::device(a.exp.backend)?;
+    let sys = crate::fusion::SystemConfig::load(&a.exp.experiment)?;
+    let out = a.out.unwrap_or_else(|| a.exp.checkpoints.join(&sys.name));
+    let opts = pipeline::system::SystemOptions {
+        data: a.data,
+        out: out.clone(),
+        backend: a.exp.backend,
+        overwrite: a.overwrite,
+        overrides: a.exp.overrides,
+        quiet,
+    };
+    let (record, summary) = pipeline::system::run_system(&a.exp.experiment, &opts)?;
+    say(
+        quiet,
+        &format!("fused submission in {}; report in {}", record.submission.display(), out.join("report.md").display()),
+    );
+    match summary {
+        Some(table) => println!("{table}"),
+        None => say(quiet, "no test labels under the data root: nothing to evaluate"),
     }
     Ok(())
 }

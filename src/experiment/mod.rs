@@ -77,6 +77,17 @@ pub struct DataConfig {
     /// Auxiliary-task classes.
     #[serde(default)]
     pub labels: LabelScheme,
+    /// Fraction of each machine's training clips (per domain, rounded) held
+    /// out of training. A likelihood-scored model (NF-CDEE) fits its training
+    /// clips far more closely than unseen normals, so their scores give
+    /// neither a calibration nor a decision threshold; the held-out clips'
+    /// scores do. Embedding models keep them in their kNN bank.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holdout_fraction: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn dev_only() -> Vec<DataSet> {
@@ -163,6 +174,9 @@ impl Experiment {
         }
         if self.data.sets.is_empty() {
             bail!("data.sets is empty");
+        }
+        if !(0.0..0.5).contains(&self.data.holdout_fraction) {
+            bail!("data.holdout_fraction must be in [0, 0.5), not {}", self.data.holdout_fraction);
         }
         for m in &self.data.machines {
             crate::data::machines::lookup(m).context("in data.machines")?;

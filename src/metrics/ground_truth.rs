@@ -129,7 +129,30 @@ impl MachineTruth {
     }
 }
 
+/// Whether a set of a data root has test labels: dev names carry them; an
+/// evaluation set has them only with its ground-truth folder.
+pub fn has_test_labels(root: &Path, set: DataSet) -> bool {
+    match set {
+        DataSet::Dev => true,
+        DataSet::Eval => synth::ground_truth_dir(root).join("ground_truth_data").is_dir(),
+    }
+}
+
 impl GroundTruth {
+    /// The ground truth of the sets of a data root whose test labels are
+    /// known (None when none is).
+    pub fn labelled(root: &Path, sets: &[DataSet]) -> Result<Option<GroundTruth>> {
+        let mut all: Option<GroundTruth> = None;
+        for &set in sets.iter().filter(|&&s| has_test_labels(root, s)) {
+            let t = GroundTruth::load(root, Some(set))?;
+            match &mut all {
+                None => all = Some(t),
+                Some(a) => a.machines.extend(t.machines),
+            }
+        }
+        Ok(all)
+    }
+
     /// Loads ground truth from `path`: an official ground-truth folder (it
     /// contains `ground_truth_data/`) or a data root (it contains
     /// `dev_data/` or `eval_data/`). `set` picks the set of a data root; it

@@ -167,6 +167,9 @@ impl BeatsEat {
 /// terms, kNN on the L2-normalised joint embedding, adapters merged for
 /// scoring.
 impl ModelInfo for BeatsEatConfig {
+    fn pretrained_files(&self) -> Vec<std::path::PathBuf> {
+        [self.beats.pretrained_files(), self.eat.pretrained_files()].concat()
+    }
     fn validate(&self) -> Result<()> {
         BeatsEatConfig::validate(self)
     }

@@ -52,6 +52,12 @@ pub trait ModelInfo {
     fn scoring(&self) -> Scoring;
     /// The front-ends whose outputs make one clip's input, in order.
     fn frontends(&self) -> Vec<FrontEnd>;
+    /// Released checkpoints the model loads (BEATs, EAT); a system skips an
+    /// optional member whose files are absent instead of training a frozen
+    /// random encoder.
+    fn pretrained_files(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
 }
 
 /// A model as the pipeline drives it.

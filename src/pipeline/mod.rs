@@ -6,6 +6,7 @@
 //! (`data.per_group`) run as one sub-run per group.
 
 pub mod inputs;
+pub mod system;
 
 use crate::backend::{self, BackendName};
 use crate::data::labels::LabelTable;
@@ -23,7 +24,7 @@ use crate::util::atomic;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use inputs::{Inputs, SpecTask};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// An experiment with its data scanned and its run folder known.
@@ -33,6 +34,27 @@ pub struct Prepared {
     pub dataset: Dataset,
     pub labels: LabelTable,
     pub run: RunDir,
+    /// Training clips held out of training (`data.holdout_fraction`).
+    pub held_out: BTreeSet<PathBuf>,
+}
+
+/// The training clips held out of training: per machine and domain, the
+/// `round(fraction × n)` clips first in a seeded order of their names
+/// (never all of them).
+fn held_out(clips: &[Clip], fraction: f64, seed: u64) -> BTreeSet<PathBuf> {
+    let mut cells: BTreeMap<(&str, Option<Domain>), Vec<&Clip>> = BTreeMap::new();
+    for c in clips.iter().filter(|c| c.split == Split::Train) {
+        cells.entry((c.machine.as_str(), c.domain())).or_default().push(c);
+    }
+    let mut out = BTreeSet::new();
+    for cell in cells.values_mut() {
+        let k = ((fraction * cell.len() as f64).round() as usize).min(cell.len() - 1);
+        cell.sort_by_key(|c| {
+            (crate::util::rng::mix64(seed ^ crate::util::rng::hash_str(&c.file_name())), c.file_name())
+        });
+        out.extend(cell.iter().take(k).map(|c| c.path.clone()));
+    }
+    out
 }
 
 /// Scans the data and builds the class table of an experiment.
@@ -62,12 +84,14 @@ fn prepare_in(exp: Experiment, run: RunDir) -> Result<Prepared> {
     };
     dataset.clips.retain(|c| c.split == Split::Train || c.split == Split::Test);
     let labels = LabelTable::build(dataset.clips.iter().filter(|c| c.split == Split::Train), exp.data.labels)?;
-    Ok(Prepared { exp, dataset, labels, run })
+    let held_out = held_out(&dataset.clips, exp.data.holdout_fraction, exp.seed);
+    Ok(Prepared { exp, dataset, labels, run, held_out })
 }
 
 impl Prepared {
+    /// The clips the model is trained on (training clips not held out).
     pub fn train_clips(&self) -> Vec<&Clip> {
-        self.dataset.clips.iter().filter(|c| c.split == Split::Train).collect()
+        self.dataset.clips.iter().filter(|c| c.split == Split::Train && !self.held_out.contains(&c.path)).collect()
     }
 
     /// The groups of a per-group experiment, in the report's order.
@@ -130,6 +154,48 @@ pub struct TrainProgress {
     pub done: u64,
     pub asked: u64,
     pub started: bool,
+}
+
+/// Trains what is not trained yet: a fresh run, or a run stopped early
+/// resumed (its saved configuration must match). Returns whether any
+/// training happened.
+pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Result<bool> {
+    let TrainProgress { done, asked, started } = p.progress()?;
+    if done >= asked && started {
+        let saved = Experiment::load_resolved(&p.run.config())
+            .with_context(|| format!("cannot read the configuration of {}", p.run.root.display()))?;
+        if identity(&saved)? != identity(&p.exp)? {
+            bail!(
+                "{} was trained with another configuration of {} (only train.max_steps, scoring and data.root may \
+                 differ); remove it, pass --overwrite (systems) or use another output folder",
+                p.run.root.display(),
+                p.exp.name
+            );
+        }
+        say(quiet, &format!("{} is already trained ({done} steps)", p.run.root.display()));
+        return Ok(false);
+    }
+    if started {
+        say(quiet, &format!("{} stopped at step {done} of {asked}; resuming", p.run.root.display()));
+    }
+    let opts = TrainOptions { resume: started, quiet, stop_after: None };
+    train(p, backend, &opts).with_context(|| {
+        if started {
+            format!(
+                "cannot resume {} (use another name or output folder, or remove the run folder to start over)",
+                p.run.root.display()
+            )
+        } else {
+            format!("training {} failed", p.exp.name)
+        }
+    })?;
+    Ok(true)
+}
+
+pub(crate) fn say(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("{msg}");
+    }
 }
 
 /// Options of one training session.
@@ -333,8 +399,12 @@ pub fn machine_scores(
                 (scorer.score(&pick(tix.clone()))?.score, scorer.train_scores())
             }
             Scoring::Likelihood => {
+                // The held-out clips' scores when there are any: the model
+                // has fitted the others.
                 let pick = |ix: Vec<usize>| ix.into_iter().map(|i| out[i][0] as f64).collect::<Vec<_>>();
-                (pick(tix.clone()), pick(idx(&|c| c.split == Split::Train)))
+                let held = idx(&|c| p.held_out.contains(&c.path));
+                let train = if held.is_empty() { idx(&|c| c.split == Split::Train) } else { held };
+                (pick(tix.clone()), pick(train))
             }
         };
         result.push(MachineScores { machine: m, test: tix, scores, train_scores });
@@ -445,33 +515,21 @@ fn decision_threshold(rule: &DecisionRule, train_scores: &[f64], machine: &str, 
     }
 }
 
-/// Whether a set of a data root has test labels: dev names carry them; an
-/// evaluation set has them only with its ground-truth folder.
-fn has_test_labels(root: &Path, set: DataSet) -> bool {
-    match set {
-        DataSet::Dev => true,
-        DataSet::Eval => crate::data::synth::ground_truth_dir(root).join("ground_truth_data").is_dir(),
-    }
-}
-
 /// Evaluates a scores folder against the data root's ground truth when the
 /// test labels are known (dev names, or an eval ground-truth folder). A
 /// ground truth that exists but cannot be read is an error.
 pub fn evaluate_if_possible(p: &Prepared, dir: &Path) -> Result<Option<Report>> {
-    let mut reports = BTreeMap::new();
-    for &set in &p.exp.data.sets {
-        if !has_test_labels(&p.exp.data.root, set) {
-            continue;
-        }
-        let truth = GroundTruth::load(&p.exp.data.root, Some(set))?;
-        let r = metrics::evaluate_dir(&truth, dir, &metrics::Decisions::IfPresent(dir.to_path_buf()))
-            .context("evaluating the scores")?;
-        reports.extend(r.machines);
-    }
-    if reports.is_empty() {
+    evaluate_in(&p.exp.data.root, &p.exp.data.sets, dir)
+}
+
+/// [`evaluate_if_possible`] for a data root and its sets.
+pub fn evaluate_in(root: &Path, sets: &[DataSet], dir: &Path) -> Result<Option<Report>> {
+    let Some(truth) = GroundTruth::labelled(root, sets)? else {
         return Ok(None);
-    }
-    Ok(Some(metrics::official::report(reports)?))
+    };
+    let r = metrics::evaluate_dir(&truth, dir, &metrics::Decisions::IfPresent(dir.to_path_buf()))
+        .with_context(|| format!("evaluating the scores in {}", dir.display()))?;
+    Ok(Some(r))
 }
 
 /// The run manifest (`manifest.json`): what was trained, how the scoring

@@ -20,10 +20,6 @@ fn experiment_files_parse() {
     let mut n = 0;
     for dir in ["models", "ablations", "demo"] {
         for f in files(dir) {
-            if f.file_stem().unwrap() == "system" {
-                SystemConfig::load(&f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
-                continue;
-            }
             let e = Experiment::load(&f, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
             assert_eq!(
                 f.file_stem().unwrap().to_str().unwrap().trim_start_matches("demo_"),
@@ -46,6 +42,23 @@ fn system_files_reproduce_table_2() {
         for (entry, w) in &s.weights {
             let sum: f64 = w.values().sum();
             assert!((sum - 1.0).abs() < 1e-12, "{}: weights of {entry} sum to {sum}", f.display());
+        }
+    }
+    // The CPU-sized variants carry the same coefficients, and every
+    // member of every system (the demo's included) is a valid experiment.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for f in files("systems") {
+        let tiny = SystemConfig::load(&f.parent().unwrap().join("tiny").join(f.file_name().unwrap())).unwrap();
+        assert_eq!(tiny.weights, SystemConfig::load(&f).unwrap().weights, "{}", f.display());
+    }
+    let mut all = files("systems");
+    all.extend(files("systems/tiny"));
+    all.push(root.join("demo.json"));
+    for f in all {
+        let s = SystemConfig::load(&f).unwrap();
+        for (id, m) in &s.members {
+            let p = f.parent().unwrap().join(&m.experiment);
+            Experiment::load(&p, &m.set).unwrap_or_else(|e| panic!("{} member {id}: {e:#}", f.display()));
         }
     }
     // System 2: NF-CDEE only on the periodic group.

@@ -19,4 +19,5 @@ mod frontend_parity;
 mod metrics_fixtures;
 mod models;
 mod scoring_parity;
+mod systems;
 mod training_parity;

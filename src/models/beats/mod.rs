@@ -216,6 +216,9 @@ impl BeatsLora {
 /// sample, one ArcFace term, kNN on the L2-normalised embedding; the
 /// adapters are merged for scoring.
 impl ModelInfo for BeatsLoraConfig {
+    fn pretrained_files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.pretrained.clone()]
+    }
     fn validate(&self) -> Result<()> {
         BeatsLoraConfig::validate(self)
     }

@@ -183,6 +183,9 @@ pub fn check_input(f: &Frames, frames: usize) -> Result<()> {
 /// one ArcFace term, kNN on the L2-normalised embedding; adapters merged
 /// for scoring.
 impl ModelInfo for EatLoraConfig {
+    fn pretrained_files(&self) -> Vec<std::path::PathBuf> {
+        vec![self.pretrained.clone()]
+    }
     fn validate(&self) -> Result<()> {
         EatLoraConfig::validate(self)
     }

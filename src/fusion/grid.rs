@@ -125,15 +125,8 @@ pub fn search(
     }
     // The best grid point for a set of machines (first in grid order on ties).
     let fit = |machines: &[&String]| -> usize {
-        let mut best = (0, f64::NEG_INFINITY);
-        for g in 0..grid.len() {
-            let reports: Vec<&MachineReport> = machines.iter().map(|m| &table[*m][g]).collect();
-            let s = hmean_of(&reports);
-            if s > best.1 {
-                best = (g, s);
-            }
-        }
-        best.0
+        let score = |g: usize| hmean_of(&machines.iter().map(|m| &table[*m][g]).collect::<Vec<_>>());
+        (0..grid.len()).map(|g| (g, score(g))).fold((0, f64::NEG_INFINITY), |b, c| if c.1 > b.1 { c } else { b }).0
     };
     let mut by_entry: BTreeMap<String, Vec<&String>> = BTreeMap::new();
     for m in truth.machines.keys() {

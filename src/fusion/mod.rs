@@ -253,12 +253,12 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// One member's calibrated scores of one machine: test clips sorted by
-/// name, and the training clips' scores when the member wrote them.
+/// name, and the training clips' (name, score) when the member wrote them.
 #[derive(Debug, Clone)]
 pub struct Calibrated {
     pub names: Vec<String>,
     pub test: Vec<f64>,
-    pub train: Option<Vec<f64>>,
+    pub train: Option<Vec<(String, f64)>>,
 }
 
 /// Reads and calibrates a member's scores of a machine.
@@ -268,14 +268,12 @@ pub fn calibrated(calibration: Calibration, id: &str, dir: &Path, machine: &str)
     let mut rows = submission::read_scores(&file)?;
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let train_file = dir.join(train_score_file_name(machine));
-    let train: Option<Vec<f64>> = if train_file.is_file() {
-        Some(submission::read_scores(&train_file)?.into_iter().map(|r| r.1).collect())
-    } else {
-        None
-    };
+    let train: Option<Vec<(String, f64)>> =
+        if train_file.is_file() { Some(submission::read_scores(&train_file)?) } else { None };
     let test: Vec<f64> = rows.iter().map(|r| r.1).collect();
+    let train_values: Option<Vec<f64>> = train.as_ref().map(|t| t.iter().map(|r| r.1).collect());
     let (mean, std) = match calibration {
-        Calibration::Train => mean_std(train.as_deref().with_context(|| {
+        Calibration::Train => mean_std(train_values.as_deref().with_context(|| {
             format!(
                 "member {id}: calibration 'train' needs the training scores {} (written by asd score; or use \
                  \"calibration\": \"test_scores_transductive\")",
@@ -289,12 +287,13 @@ pub fn calibrated(calibration: Calibration, id: &str, dir: &Path, machine: &str)
     Ok(Calibrated {
         names: rows.into_iter().map(|r| r.0).collect(),
         test: test.iter().map(z).collect(),
-        train: train.map(|t| t.iter().map(z).collect()),
+        train: train.map(|t| t.into_iter().map(|(n, s)| (n, z(&s))).collect()),
     })
 }
 
-/// Fused test rows of a machine, and its fused training scores when every member has them.
-pub type Fused = (Vec<(String, f64)>, Option<Vec<f64>>);
+/// Fused test rows of a machine, and its fused training scores (the
+/// training clips every member scored) when there are any.
+pub type Fused = (Vec<(String, f64)>, Option<Vec<(String, f64)>>);
 
 /// The weighted sum of calibrated members (`weights` names members of `members`).
 pub fn combine(
@@ -303,7 +302,10 @@ pub fn combine(
     members: &BTreeMap<String, Calibrated>,
 ) -> Result<Fused> {
     let mut fused: Option<(Vec<String>, Vec<f64>)> = None;
-    let mut fused_train: Option<Vec<f64>> = Some(Vec::new());
+    // Training clips by name: members score different subsets (all clips
+    // leave-one-out, or only held-out clips); the common ones are fused.
+    let mut fused_train: Option<BTreeMap<String, f64>> = None;
+    let mut every_member_has_train = true;
     for (id, &w) in weights.iter().filter(|(_, w)| **w > 0.0) {
         let c = members.get(id).with_context(|| format!("member {id} has no scores of {machine}"))?;
         match &mut fused {
@@ -315,14 +317,19 @@ pub fn combine(
                 acc.iter_mut().zip(&c.test).for_each(|(a, z)| *a += w * z);
             }
         }
-        fused_train = match (fused_train, &c.train) {
-            (Some(acc), Some(t)) if acc.is_empty() => Some(t.iter().map(|z| w * z).collect()),
-            (Some(acc), Some(t)) if acc.len() == t.len() => Some(acc.iter().zip(t).map(|(a, z)| a + w * z).collect()),
-            _ => None,
-        };
+        match (&mut fused_train, &c.train) {
+            (_, None) => every_member_has_train = false,
+            (None, Some(t)) => fused_train = Some(t.iter().map(|(n, z)| (n.clone(), w * z)).collect()),
+            (Some(acc), Some(t)) => {
+                let t: BTreeMap<&str, f64> = t.iter().map(|(n, z)| (n.as_str(), *z)).collect();
+                acc.retain(|n, _| t.contains_key(n.as_str()));
+                acc.iter_mut().for_each(|(n, a)| *a += w * t[n.as_str()]);
+            }
+        }
     }
     let (names, scores) = fused.context("no member with a positive weight")?;
-    Ok((names.into_iter().zip(scores).collect(), fused_train))
+    let train = fused_train.filter(|t| every_member_has_train && !t.is_empty()).map(|t| t.into_iter().collect());
+    Ok((names.into_iter().zip(scores).collect(), train))
 }
 
 /// Fused scores of one machine: (test rows, fused training scores if every member has them).
@@ -351,11 +358,11 @@ pub fn fuse(sys: &SystemConfig, dirs: &BTreeMap<String, PathBuf>, out: &Path, qu
         let (rows, train) = fuse_machine(sys, m, dirs)?;
         let scores: Vec<f64> = rows.iter().map(|r| r.1).collect();
         let thr = match &train {
-            Some(t) => metrics::threshold(&sys.decision, t)?,
+            Some(t) => metrics::threshold(&sys.decision, &t.iter().map(|r| r.1).collect::<Vec<_>>())?,
             None => {
                 if !quiet {
                     eprintln!(
-                        "warning: {m}: not every member has training scores; deciding at the 90th percentile of the fused test scores"
+                        "warning: {m}: no training clip has scores of every member; deciding at the 90th percentile of the fused test scores"
                     );
                 }
                 metrics::threshold(&percentile90(), &scores)?
@@ -370,11 +377,11 @@ pub fn fuse(sys: &SystemConfig, dirs: &BTreeMap<String, PathBuf>, out: &Path, qu
     Ok(machines.into_iter().collect())
 }
 
-/// Writes a machine's training scores (one `index,score` row per clip).
-pub fn write_train_scores(dir: &Path, machine: &str, scores: &[f64]) -> Result<()> {
+/// Writes a machine's training-clip scores (one `clip name,score` row per clip).
+pub fn write_train_scores(dir: &Path, machine: &str, scores: &[(String, f64)]) -> Result<()> {
     let mut text = String::new();
-    for (i, s) in scores.iter().enumerate() {
-        text.push_str(&format!("train_{i:05},{s}\n"));
+    for (name, s) in scores {
+        text.push_str(&format!("{name},{s}\n"));
     }
     crate::util::atomic::write_string(&dir.join(train_score_file_name(machine)), &text)
 }
@@ -429,7 +436,8 @@ mod tests {
         let rows = names.iter().cloned().zip(test.iter().copied()).collect::<Vec<_>>();
         let dec = names.iter().map(|n| (n.clone(), 0u8)).collect::<Vec<_>>();
         submission::write_submission(dir, "fan", &rows, &dec).unwrap();
-        write_train_scores(dir, "fan", train).unwrap();
+        let train: Vec<(String, f64)> = train.iter().enumerate().map(|(i, s)| (format!("train_{i}.wav"), *s)).collect();
+        write_train_scores(dir, "fan", &train).unwrap();
     }
 
     #[test]
@@ -445,7 +453,10 @@ mod tests {
         let dirs: BTreeMap<String, PathBuf> = [("a".to_string(), a), ("b".to_string(), b)].into();
         for cal in [Calibration::Train, Calibration::TestScoresTransductive] {
             s.calibration = cal;
-            let (fused, _) = fuse_machine(&s, "fan", &dirs).unwrap();
+            let (fused, train) = fuse_machine(&s, "fan", &dirs).unwrap();
+            // Training clips scored by both members (by name) are fused.
+            let train = train.unwrap();
+            assert_eq!(train.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["train_0.wav", "train_1.wav"]);
             let stats = |test: &[f64], train: &[f64]| match cal {
                 Calibration::Train => mean_std(train),
                 _ => mean_std(test),

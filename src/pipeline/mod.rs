@@ -354,12 +354,14 @@ impl SpecVisitor for InferVisitor<'_> {
 }
 
 /// One machine's scores: its test clips (indices into the scored clips)
-/// with their anomaly scores, and the training clips' scores (for the
-/// decision threshold and calibration).
+/// with their anomaly scores, and training clips (indices) with scores of
+/// a model that did not fit them (leave-one-out kNN distances, or held-out
+/// clips), for the decision threshold and calibration.
 pub struct MachineScores {
     pub machine: String,
     pub test: Vec<usize>,
     pub scores: Vec<f64>,
+    pub train: Vec<usize>,
     pub train_scores: Vec<f64>,
 }
 
@@ -389,25 +391,26 @@ pub fn machine_scores(
         if tix.is_empty() {
             continue;
         }
-        let (scores, train_scores) = match scoring {
+        let (scores, train, train_scores) = match scoring {
             Scoring::Embedding => {
-                let pick = |ix: Vec<usize>| ix.into_iter().map(|i| out[i].clone()).collect::<Vec<_>>();
-                let src = pick(idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Source)));
-                let tgt = pick(idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Target)));
-                let scorer = KnnScorer::fit(&p.exp.scoring.knn, &src, &tgt, backend_seed(p.exp.seed, &m))
+                let pick = |ix: &[usize]| ix.iter().map(|&i| out[i].clone()).collect::<Vec<_>>();
+                let src = idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Source));
+                let tgt = idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Target));
+                let scorer = KnnScorer::fit(&p.exp.scoring.knn, &pick(&src), &pick(&tgt), backend_seed(p.exp.seed, &m))
                     .with_context(|| format!("scoring {m}"))?;
-                (scorer.score(&pick(tix.clone()))?.score, scorer.train_scores())
+                // `train_scores` lists the source clips, then the target clips.
+                (scorer.score(&pick(&tix))?.score, [src, tgt].concat(), scorer.train_scores())
             }
             Scoring::Likelihood => {
                 // The held-out clips' scores when there are any: the model
                 // has fitted the others.
-                let pick = |ix: Vec<usize>| ix.into_iter().map(|i| out[i][0] as f64).collect::<Vec<_>>();
+                let pick = |ix: &[usize]| ix.iter().map(|&i| out[i][0] as f64).collect::<Vec<_>>();
                 let held = idx(&|c| p.held_out.contains(&c.path));
                 let train = if held.is_empty() { idx(&|c| c.split == Split::Train) } else { held };
-                (pick(tix.clone()), pick(train))
+                (pick(&tix), train.clone(), pick(&train))
             }
         };
-        result.push(MachineScores { machine: m, test: tix, scores, train_scores });
+        result.push(MachineScores { machine: m, test: tix, scores, train, train_scores });
     }
     Ok(result)
 }
@@ -494,7 +497,9 @@ fn score_unit(p: &Prepared, device: &Device, dir: &Path, quiet: bool) -> Result<
         let rows: Vec<(String, f64)> = names.iter().cloned().zip(ms.scores.iter().copied()).collect();
         let dec: Vec<(String, u8)> = names.into_iter().zip(metrics::decide(&ms.scores, thr)).collect();
         submission::write_submission(dir, m, &rows, &dec)?;
-        crate::fusion::write_train_scores(dir, m, &ms.train_scores)?;
+        let train: Vec<(String, f64)> =
+            ms.train.iter().map(|&i| all[i].file_name()).zip(ms.train_scores.iter().copied()).collect();
+        crate::fusion::write_train_scores(dir, m, &train)?;
     }
     Ok(())
 }
@@ -600,5 +605,37 @@ mod manifest {
             m["checkpoint_scored"] = json!(p.exp.train.selection.checkpoint());
         }
         atomic::write_json(&p.run.manifest(), &m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::naming::ClipName;
+
+    fn clip(machine: &str, domain: &str, i: usize) -> Clip {
+        let file = format!("section_00_{domain}_train_normal_{i:04}_a_1.wav");
+        Clip {
+            path: PathBuf::from(format!("/d/{machine}/train/{file}")),
+            machine: machine.into(),
+            set: DataSet::Dev,
+            split: Split::Train,
+            name: ClipName::parse(&file).unwrap(),
+        }
+    }
+
+    #[test]
+    fn held_out_clips_are_a_seeded_share_of_each_machine_and_domain() {
+        let mut clips: Vec<Clip> = (0..20).map(|i| clip("fan", "source", i)).collect();
+        clips.extend((0..4).map(|i| clip("fan", "target", i)));
+        clips.push(clip("valve", "target", 0));
+        let h = held_out(&clips, 0.1, 3);
+        // round(2.0) source clips, round(0.4) = 0 target clips; never a cell's only clip.
+        assert_eq!(h.len(), 2);
+        assert!(h.iter().all(|p| p.to_string_lossy().contains("source")));
+        assert_eq!(h, held_out(&clips, 0.1, 3));
+        assert_ne!(h, held_out(&clips, 0.1, 4));
+        assert_eq!(held_out(&clips, 0.45, 3).len(), 9 + 2);
+        assert!(held_out(&clips, 0.0, 3).is_empty());
     }
 }

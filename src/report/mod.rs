@@ -153,7 +153,7 @@ fn aligned_scores(dir: &Path, machine: &str, truth: &MachineTruth) -> Result<Vec
 }
 
 /// `(curve name, [(step, loss)])` of a member's training runs (one per machine group for per-group models).
-fn loss_curves(run: &Path) -> Result<Vec<(String, Vec<(f64, f64)>)>> {
+fn loss_curves(run: &Path) -> Result<Vec<plots::Curve>> {
     let mut runs = vec![("loss".to_string(), RunDir::new(run))];
     if let Ok(groups) = std::fs::read_dir(run.join("groups")) {
         let mut g: Vec<(String, RunDir)> = groups

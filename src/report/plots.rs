@@ -8,6 +8,9 @@ use std::path::Path;
 use std::sync::Once;
 
 const SIZE: (u32, u32) = (720, 480);
+
+/// A named curve: its label and its (x, y) points.
+pub type Curve = (String, Vec<(f64, f64)>);
 const FONT: &str = "sans-serif";
 
 fn register_font() {
@@ -67,42 +70,68 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if hi - lo < 1e-12 { (lo - 0.5, hi + 0.5) } else { (lo, hi) }
 }
 
-/// ROC curves with the chance diagonal; the last curve (the fused system) drawn thickest.
-pub fn roc(path: &Path, title: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+/// One line chart: axes, named curves, a legend.
+struct Chart<'a> {
+    title: &'a str,
+    x: (f64, f64),
+    y: (f64, f64),
+    x_desc: &'a str,
+    y_desc: &'a str,
+    legend: SeriesLabelPosition,
+    curves: &'a [Curve],
+    /// Draw the last curve thicker (the fused system).
+    thick_last: bool,
+    /// Draw the chance diagonal (ROC).
+    diagonal: bool,
+}
+
+fn line_chart(path: &Path, c: &Chart) -> Result<()> {
     draw_png(path, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 20))
+            .caption(c.title, (FONT, 20))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+            .y_label_area_size(60)
+            .build_cartesian_2d(c.x.0..c.x.1, c.y.0..c.y.1)
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("false positive rate")
-            .y_desc("true positive rate")
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(err)?;
-        chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(err)?;
-        for (i, (name, pts)) in curves.iter().enumerate() {
-            let c = color(i);
-            let w = if i + 1 == curves.len() { 3 } else { 2 };
+        chart.configure_mesh().x_desc(c.x_desc).y_desc(c.y_desc).label_style((FONT, 13)).draw().map_err(err)?;
+        if c.diagonal {
+            chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3))).map_err(err)?;
+        }
+        for (i, (name, pts)) in c.curves.iter().enumerate() {
+            let col = color(i);
+            let w = if c.thick_last && i + 1 == c.curves.len() { 3 } else { 2 };
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(w)))
+                .draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(w)))
                 .map_err(err)?
                 .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(3)));
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], col.stroke_width(3)));
         }
         chart
             .configure_series_labels()
             .label_font((FONT, 13))
-            .position(SeriesLabelPosition::LowerRight)
+            .position(c.legend.clone())
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
             .map_err(err)
     })
+}
+
+/// ROC curves with the chance diagonal; the last curve (the fused system) drawn thickest.
+pub fn roc(path: &Path, title: &str, curves: &[Curve]) -> Result<()> {
+    let c = Chart {
+        title,
+        x: (0.0, 1.0),
+        y: (0.0, 1.0),
+        x_desc: "false positive rate",
+        y_desc: "true positive rate",
+        legend: SeriesLabelPosition::LowerRight,
+        curves,
+        thick_last: true,
+        diagonal: true,
+    };
+    line_chart(path, &c)
 }
 
 /// Whether a sample spans so many orders of magnitude (likelihood scores
@@ -123,92 +152,60 @@ fn symlog(x: f64) -> f64 {
     x.signum() * x.abs().ln_1p() / std::f64::consts::LN_10
 }
 
-/// Step histograms of several samples on shared bins.
+/// Step histograms of several samples on shared bins (a signed log scale
+/// when the scores span many orders of magnitude).
 pub fn histograms(path: &Path, title: &str, samples: &[(String, Vec<f64>)]) -> Result<()> {
     const BINS: usize = 30;
     let log = needs_log_scale(samples);
-    let samples: Vec<(String, Vec<f64>)> = if log {
-        samples.iter().map(|(n, v)| (n.clone(), v.iter().map(|x| symlog(*x)).collect())).collect()
-    } else {
-        samples.to_vec()
-    };
-    let (lo, hi) = range(samples.iter().flat_map(|s| s.1.iter().copied()));
-    let x_desc = if log { "sign(score) log10(1 + |score|)" } else { "anomaly score" };
+    let t = |x: f64| if log { symlog(x) } else { x };
+    let (lo, hi) = range(samples.iter().flat_map(|s| s.1.iter().map(|x| t(*x))));
     let width = (hi - lo) / BINS as f64;
-    let counts: Vec<Vec<usize>> = samples
+    let curves: Vec<Curve> = samples
         .iter()
-        .map(|(_, v)| {
+        .map(|(name, v)| {
             let mut c = vec![0usize; BINS];
             for x in v {
-                c[(((x - lo) / width).max(0.0) as usize).min(BINS - 1)] += 1;
+                c[(((t(*x) - lo) / width).max(0.0) as usize).min(BINS - 1)] += 1;
             }
-            c
-        })
-        .collect();
-    let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
-    draw_png(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(lo..hi, 0f64..top)
-            .map_err(err)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc("clips").label_style((FONT, 13)).draw().map_err(err)?;
-        for (i, ((name, _), c)) in samples.iter().zip(&counts).enumerate() {
-            let col = color(i);
             let mut pts = vec![(lo, 0.0)];
             for (b, &n) in c.iter().enumerate() {
                 let x0 = lo + b as f64 * width;
                 pts.extend([(x0, n as f64), (x0 + width, n as f64)]);
             }
             pts.push((hi, 0.0));
-            chart
-                .draw_series(LineSeries::new(pts, col.stroke_width(2)))
-                .map_err(err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], col.stroke_width(3)));
-        }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 13))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)
-    })
+            (name.clone(), pts)
+        })
+        .collect();
+    let top = curves.iter().flat_map(|c| c.1.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.1;
+    let c = Chart {
+        title,
+        x: (lo, hi),
+        y: (0.0, top),
+        x_desc: if log { "sign(score) log10(1 + |score|)" } else { "anomaly score" },
+        y_desc: "clips",
+        legend: SeriesLabelPosition::UpperRight,
+        curves: &curves,
+        thick_last: false,
+        diagonal: false,
+    };
+    line_chart(path, &c)
 }
 
 /// Line plot of several named curves.
-pub fn lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let (x0, x1) = range(curves.iter().flat_map(|c| c.1.iter().map(|p| p.0)));
+pub fn lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, curves: &[Curve]) -> Result<()> {
+    let x = range(curves.iter().flat_map(|c| c.1.iter().map(|p| p.0)));
     let (y0, y1) = range(curves.iter().flat_map(|c| c.1.iter().map(|p| p.1)));
     let pad = 0.05 * (y1 - y0);
-    draw_png(path, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-            .map_err(err)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).label_style((FONT, 13)).draw().map_err(err)?;
-        for (i, (name, pts)) in curves.iter().enumerate() {
-            let c = color(i);
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-                .map_err(err)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], c.stroke_width(3)));
-        }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 13))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)
-    })
+    let c = Chart {
+        title,
+        x,
+        y: (y0 - pad, y1 + pad),
+        x_desc,
+        y_desc,
+        legend: SeriesLabelPosition::UpperRight,
+        curves,
+        thick_last: false,
+        diagonal: false,
+    };
+    line_chart(path, &c)
 }

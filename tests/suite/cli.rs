@@ -4,42 +4,8 @@
 use asd::data::Dataset;
 use asd::data::machines::DataSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn asd(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_asd")).args(args).arg("--quiet").output().expect("run asd");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn ok(args: &[&str]) -> String {
-    let (ok, out, err) = asd(args);
-    assert!(ok, "asd {args:?} failed:\n{err}");
-    out
-}
-
-fn synth(dir: &Path, split: &str, machines: &str, seed: &str) -> PathBuf {
-    let root = dir.join(format!("data-{split}-{seed}"));
-    ok(&[
-        "synth",
-        "--out",
-        root.to_str().unwrap(),
-        "--split",
-        split,
-        "--machines",
-        machines,
-        "--seed",
-        seed,
-        "--train-source",
-        "8",
-        "--train-target",
-        "2",
-        "--test-per-cell",
-        "3",
-        "--seconds",
-        "2",
-    ]);
-    root
-}
+use crate::common::{asd, ok, synth};
 
 #[test]
 fn help_describes_the_cli() {

@@ -39,3 +39,44 @@ pub fn has_grad(gp: &burn::optim::GradientsParams, id: burn::module::ParamId, di
         _ => unreachable!(),
     }
 }
+
+/// Runs the `asd` binary quietly: (success, stdout, stderr).
+pub fn asd(args: &[&str]) -> (bool, String, String) {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_asd")).args(args).arg("--quiet").output().expect("run asd");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Runs the `asd` binary and returns its stdout; a failure fails the test with its stderr.
+pub fn ok(args: &[&str]) -> String {
+    let (good, out, err) = asd(args);
+    assert!(good, "asd {args:?} failed:\n{err}");
+    out
+}
+
+/// A tiny synthetic data root (`data-<split>-<seed>` under `dir`): 8 + 2
+/// training clips and 3 test clips per cell of 2 s per machine type.
+pub fn synth(dir: &std::path::Path, split: &str, machines: &str, seed: &str) -> PathBuf {
+    let root = dir.join(format!("data-{split}-{seed}"));
+    let r = root.to_str().unwrap();
+    ok(&[
+        "synth",
+        "--out",
+        r,
+        "--split",
+        split,
+        "--machines",
+        machines,
+        "--seed",
+        seed,
+        "--train-source",
+        "8",
+        "--train-target",
+        "2",
+        "--test-per-cell",
+        "3",
+        "--seconds",
+        "2",
+    ]);
+    root
+}

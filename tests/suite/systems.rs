@@ -4,18 +4,8 @@
 //! writes its choice and refuses the evaluation split.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn asd(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_asd")).args(args).arg("--quiet").output().expect("run asd");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn ok(args: &[&str]) -> String {
-    let (good, out, err) = asd(args);
-    assert!(good, "asd {args:?} failed:\n{err}");
-    out
-}
+use crate::common::{asd, ok, synth};
 
 fn repo(rel: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel).display().to_string()
@@ -30,7 +20,7 @@ fn write_member(dir: &Path, machine: &str, names: &[String], test: &[f64], train
     std::fs::create_dir_all(dir).unwrap();
     let rows: String = names.iter().zip(test).map(|(n, v)| format!("{n},{v}\n")).collect();
     std::fs::write(dir.join(format!("anomaly_score_{machine}_section_00_test.csv")), rows).unwrap();
-    let rows: String = train.iter().enumerate().map(|(i, v)| format!("train_{i:05},{v}\n")).collect();
+    let rows: String = train.iter().enumerate().map(|(i, v)| format!("section_00_train_{i:04}.wav,{v}\n")).collect();
     std::fs::write(dir.join(format!("train_score_{machine}_section_00.csv")), rows).unwrap();
 }
 
@@ -99,30 +89,6 @@ fn table_2_coefficients_reproduce_a_fusion_computed_by_hand() {
     }
 }
 
-fn synth(dir: &Path, split: &str, machines: &str) -> PathBuf {
-    let root = dir.join(format!("data-{split}"));
-    ok(&[
-        "synth",
-        "--out",
-        s(&root),
-        "--split",
-        split,
-        "--machines",
-        machines,
-        "--seed",
-        "5",
-        "--train-source",
-        "8",
-        "--train-target",
-        "2",
-        "--test-per-cell",
-        "3",
-        "--seconds",
-        "2",
-    ]);
-    root
-}
-
 /// A two-member system of tiny CPU runs plus an optional member whose
 /// released checkpoint is absent.
 fn tiny_system(dir: &Path) -> PathBuf {
@@ -151,7 +117,7 @@ fn tiny_system(dir: &Path) -> PathBuf {
 #[test]
 fn a_system_trains_scores_fuses_reports_and_reuses_its_stages() {
     let d = tempfile::tempdir().unwrap();
-    let data = synth(d.path(), "dev", "gearbox,fan");
+    let data = synth(d.path(), "dev", "gearbox,fan", "5");
     let sys = tiny_system(d.path());
     let out = d.path().join("out");
     let args = ["run", s(&sys), "--data", s(&data), "--out", s(&out)];
@@ -211,7 +177,7 @@ fn a_system_trains_scores_fuses_reports_and_reuses_its_stages() {
     let tuned = &chosen["tuned_on_test_labels"];
     assert!(tuned["leave_one_machine_out_official_score"].is_number() && tuned["step"] == 0.5, "{chosen}");
     // ... and is refused on the evaluation split.
-    let eval = synth(d.path(), "eval", "fan");
+    let eval = synth(d.path(), "eval", "fan", "5");
     let (good, _, err) =
         asd(&["fuse", s(&sys), "--run", s(&out), "--grid-search-test-labels", "0.5", "--ground-truth", s(&eval)]);
     assert!(!good && err.contains("refused on the evaluation split"), "{err}");
@@ -220,7 +186,7 @@ fn a_system_trains_scores_fuses_reports_and_reuses_its_stages() {
 #[test]
 fn a_required_member_without_its_checkpoint_is_an_error_naming_the_file() {
     let d = tempfile::tempdir().unwrap();
-    let data = synth(d.path(), "dev", "fan");
+    let data = synth(d.path(), "dev", "fan", "5");
     let sys = serde_json::json!({
         "name": "needs_beats",
         "members": {"beats": {"experiment": repo("experiments/demo/beats_lora.json"),

@@ -166,8 +166,8 @@ pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Resul
             .with_context(|| format!("cannot read the configuration of {}", p.run.root.display()))?;
         if identity(&saved)? != identity(&p.exp)? {
             bail!(
-                "{} was trained with another configuration of {} (only train.max_steps, scoring and data.root may \
-                 differ); remove it, pass --overwrite (systems) or use another output folder",
+                "{} was trained with another configuration of {} (only train.max_steps, scoring, data.root and \
+                 features.cache_dir may differ); remove it, pass --overwrite (systems) or use another output folder",
                 p.run.root.display(),
                 p.exp.name
             );
@@ -211,6 +211,8 @@ fn identity(exp: &Experiment) -> Result<serde_json::Value> {
     v["train"]["max_steps"] = serde_json::Value::Null;
     v["scoring"] = serde_json::Value::Null;
     v["data"]["root"] = serde_json::Value::Null;
+    // Where the feature cache lives does not change what is trained.
+    v["features"]["cache_dir"] = serde_json::Value::Null;
     Ok(v)
 }
 
@@ -239,8 +241,8 @@ fn check_resume(p: &Prepared, resume: bool) -> Result<()> {
             .with_context(|| format!("--resume: cannot read the run's configuration {}", p.run.config().display()))?;
         if identity(&saved)? != identity(&p.exp)? {
             bail!(
-                "--resume: the experiment differs from the one {} was started with (only train.max_steps, scoring \
-                 and data.root may change); use a new name to start another run",
+                "--resume: the experiment differs from the one {} was started with (only train.max_steps, scoring, \
+                 data.root and features.cache_dir may change); use a new name to start another run",
                 p.run.root.display()
             );
         }

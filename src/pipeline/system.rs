@@ -111,7 +111,7 @@ pub fn run_system(file: &Path, opts: &SystemOptions) -> Result<(RunRecord, Optio
     stages.push(Stage { name: "fuse and evaluate".into(), seconds: t.elapsed().as_secs_f64(), reused: false });
     atomic::write_json(&dir.system(), &run_sys)?;
     let reads_test_labels = run_sys.tuned_on_test_labels.is_some() || members.iter().any(|m| m.reads_test_labels);
-    let mut record = RunRecord {
+    let record = RunRecord {
         system: run_sys,
         system_file: file.to_path_buf(),
         data_root: root,
@@ -122,14 +122,10 @@ pub fn run_system(file: &Path, opts: &SystemOptions) -> Result<(RunRecord, Optio
         stages,
         reads_test_labels,
     };
-    let t = Instant::now();
-    say(opts.quiet, "== report");
-    record.stages.push(Stage { name: "report".into(), seconds: 0.0, reused: false });
-    let summary = report::write(&dir.root, &record)?;
-    if let Some(s) = record.stages.last_mut() {
-        s.seconds = t.elapsed().as_secs_f64();
-    }
+    // The record first: a report that fails to draw can be redrawn from it.
     report::save_record(&dir.root, &record)?;
+    say(opts.quiet, "== report");
+    let summary = report::write(&dir.root, &record)?;
     Ok((record, summary))
 }
 

@@ -99,8 +99,7 @@ fn grid_search(
     }
     let outcome = fusion::grid::search(&sys, dirs, &truth, gt, step)?;
     println!("{:<12} {:<18} {:>8} {:>10} {:>14}", "machine", "entry", "before", "in-sample", "left-one-out");
-    let score =
-        |r: &metrics::official::MachineReport| 100.0 * metrics::official::official_score(&[(String::new(), *r)].into());
+    let score = |r: &metrics::official::MachineReport| 100.0 * r.score();
     for (m, o) in &outcome.machines {
         println!(
             "{m:<12} {:<18} {:>8.2} {:>10.2} {:>14.2}",

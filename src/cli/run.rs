@@ -2,7 +2,7 @@
 
 use crate::backend::BackendName;
 use crate::experiment::Experiment;
-use crate::pipeline::{self, TrainOptions};
+use crate::pipeline::{self, TrainOptions, say};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -159,10 +159,4 @@ fn run_system(a: RunArgs, quiet: bool) -> Result<()> {
         None => say(quiet, "no test labels under the data root: nothing to evaluate"),
     }
     Ok(())
-}
-
-fn say(quiet: bool, msg: &str) {
-    if !quiet {
-        eprintln!("{msg}");
-    }
 }

@@ -184,6 +184,14 @@ pub fn official_score(machines: &BTreeMap<String, MachineReport>) -> f64 {
     hmean_floored(&v)
 }
 
+impl MachineReport {
+    /// The official score of this machine alone: the harmonic mean of its
+    /// AUC(source), AUC(target) and pAUC.
+    pub fn score(&self) -> f64 {
+        hmean_floored(&[self.auc_source, self.auc_target, self.pauc])
+    }
+}
+
 /// Builds the report from per-machine metrics (sorted by machine name).
 pub fn report(machines: BTreeMap<String, MachineReport>) -> Result<Report> {
     if machines.is_empty() {

@@ -162,9 +162,7 @@ pub struct TrainProgress {
 pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Result<bool> {
     let TrainProgress { done, asked, started } = p.progress()?;
     if done >= asked && started {
-        let saved = Experiment::load_resolved(&p.run.config())
-            .with_context(|| format!("cannot read the configuration of {}", p.run.root.display()))?;
-        if identity(&saved)? != identity(&p.exp)? {
+        if !trained_as(p)? {
             bail!(
                 "{} was trained with another configuration of {} (only train.max_steps, scoring, data.root and \
                  features.cache_dir may differ); remove it, pass --overwrite (systems) or use another output folder",
@@ -234,12 +232,18 @@ pub fn train(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<
 }
 
 /// With `--resume`, the saved configuration must be the one asked for.
+/// Whether the run folder was trained with this experiment (its saved
+/// configuration has the same identity).
+fn trained_as(p: &Prepared) -> Result<bool> {
+    let saved = Experiment::load_resolved(&p.run.config())
+        .with_context(|| format!("cannot read the run's configuration {}", p.run.config().display()))?;
+    Ok(identity(&saved)? == identity(&p.exp)?)
+}
+
 fn check_resume(p: &Prepared, resume: bool) -> Result<()> {
     std::fs::create_dir_all(&p.run.root).with_context(|| format!("cannot create {}", p.run.root.display()))?;
     if resume {
-        let saved = Experiment::load_resolved(&p.run.config())
-            .with_context(|| format!("--resume: cannot read the run's configuration {}", p.run.config().display()))?;
-        if identity(&saved)? != identity(&p.exp)? {
+        if !trained_as(p).context("--resume")? {
             bail!(
                 "--resume: the experiment differs from the one {} was started with (only train.max_steps, scoring, \
                  data.root and features.cache_dir may change); use a new name to start another run",

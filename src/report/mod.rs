@@ -9,7 +9,7 @@ mod plots;
 use crate::data::machines::DataSet;
 use crate::fusion::SystemConfig;
 use crate::metrics::ground_truth::{GroundTruth, MachineTruth};
-use crate::metrics::official::{self, MachineReport, Report};
+use crate::metrics::official::Report;
 use crate::metrics::{self, submission};
 use crate::train::RunDir;
 use crate::util::atomic;
@@ -118,10 +118,6 @@ pub fn evaluate(record: &RunRecord) -> Result<Option<Evaluations>> {
     Ok(Some(Evaluations { truth, models }))
 }
 
-fn machine_score(r: &MachineReport) -> f64 {
-    official::official_score(&[(String::new(), *r)].into())
-}
-
 fn pct(x: f64) -> String {
     format!("{:.2}", 100.0 * x)
 }
@@ -138,7 +134,7 @@ pub fn summary_table(ev: &Evaluations) -> String {
     for (name, _, r) in &ev.models {
         let _ = write!(s, "{name:width$}");
         for m in &machines {
-            let _ = write!(s, " {:>10}", pct(machine_score(&r.machines[*m])));
+            let _ = write!(s, " {:>10}", pct(r.machines[*m].score()));
         }
         let _ = writeln!(s, "   {:>8}", pct(r.official_score));
     }
@@ -292,7 +288,7 @@ fn write_metrics(md: &mut String, ev: &Evaluations) {
                 pct(mr.auc_source),
                 pct(mr.auc_target),
                 pct(mr.pauc),
-                pct(machine_score(mr))
+                pct(mr.score())
             );
         }
         let _ = writeln!(md, "| **official score** | | | | **{}** |", pct(r.official_score));

@@ -8,6 +8,7 @@ use crate::models::beats::{BeatsEncoder, load_for_inference};
 use crate::models::eat::{self, EatEncoder};
 use crate::nn::util::to_vec;
 use crate::util::Progress;
+use crate::util::atomic::Batch;
 use crate::util::npy;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -125,8 +126,7 @@ fn load(a: &EmbedArgs, device: &Device, quiet: bool) -> Result<Encoder> {
             Encoder::Beats(Box::new(load_for_inference(&a.checkpoint, device)?.1))
         }
         ModelArg::Eat => {
-            let (_, enc, notes) = eat::load_encoder(&a.checkpoint, device)
-                .with_context(|| format!("EAT checkpoint {}", a.checkpoint.display()))?;
+            let (_, enc, notes) = eat::load_encoder(&a.checkpoint, device)?;
             if !quiet {
                 notes.iter().for_each(|n| eprintln!("{n}"));
             }
@@ -158,11 +158,14 @@ pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
         }
         super::NpyJobs::Folder(jobs) => jobs,
     };
+    // Whole folder or nothing, as `asd features`.
     let bar = Progress::new(jobs.len() as u64, "embed", quiet);
+    let batch = Batch::new();
     for (wav, out) in &jobs {
-        one(wav, out)?;
+        one(wav, &batch.stage(out))?;
         bar.inc(1);
     }
+    batch.commit()?;
     bar.finish();
     if !quiet {
         eprintln!("wrote {} embedding files under {}", jobs.len(), a.out.display());

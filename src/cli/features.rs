@@ -3,6 +3,7 @@
 use crate::data::wav;
 use crate::features::{EatLength, FbankPreset, FrontEnd, LogmelPreset};
 use crate::util::Progress;
+use crate::util::atomic::Batch;
 use crate::util::npy;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -124,12 +125,16 @@ pub fn run(a: FeaturesArgs, quiet: bool) -> Result<()> {
         }
         super::NpyJobs::Folder(jobs) => jobs,
     };
+    // A folder is converted whole or not at all: one bad clip leaves no
+    // half-converted mirror behind.
     let bar = Progress::new(jobs.len() as u64, "features", quiet);
+    let batch = Batch::new();
     jobs.par_iter().try_for_each(|(wav, out)| -> Result<()> {
-        one(&fe, wav, out)?;
+        one(&fe, wav, &batch.stage(out))?;
         bar.inc(1);
         Ok(())
     })?;
+    batch.commit()?;
     bar.finish();
     if !quiet {
         eprintln!("wrote {} feature files ({}) under {}", jobs.len(), fe.to_json(), a.out.display());

@@ -57,9 +57,22 @@ pub fn run(a: FuseArgs, quiet: bool) -> Result<()> {
     let mut sys = SystemConfig::load(&a.system)?;
     let dirs = match &a.run {
         Some(run) => {
+            if !run.is_dir() {
+                bail!("--run {} does not exist (make it with `asd run {}`)", run.display(), a.system.display());
+            }
             let dir = crate::pipeline::system::SystemDir { root: run.clone() };
-            let absent = sys.members.keys().filter(|id| !dir.member(id).is_dir()).cloned().collect();
-            sys = sys.without(&absent).with_context(|| format!("members scored in {}", run.display()))?;
+            let absent: std::collections::BTreeSet<String> =
+                sys.members.keys().filter(|id| !dir.member(id).is_dir()).cloned().collect();
+            if absent.len() == sys.members.len() {
+                bail!(
+                    "{}: no member has scores in {} (expected members/<member>/; make them with `asd run`)",
+                    a.system.display(),
+                    run.display()
+                );
+            }
+            sys = sys
+                .without(&absent)
+                .with_context(|| format!("{}: members scored in {}", a.system.display(), run.display()))?;
             sys.members.keys().map(|id| (id.clone(), dir.member(id))).collect()
         }
         None => fusion::member_dirs(&sys, &a.system, &a.checkpoints)?,

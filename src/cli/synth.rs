@@ -3,9 +3,9 @@
 use crate::data::machines::DataSet;
 use crate::data::synth::{self, SynthConfig};
 use crate::util::Progress;
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SetArg {
@@ -43,6 +43,9 @@ pub struct SynthArgs {
     /// Clip length in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f32,
+    /// Replace the set if --out already holds one (otherwise an error).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(a: SynthArgs, quiet: bool) -> Result<()> {
@@ -51,8 +54,16 @@ pub fn run(a: SynthArgs, quiet: bool) -> Result<()> {
         SetArg::Dev => DataSet::Dev,
         SetArg::Eval => DataSet::Eval,
     };
+    let target = a.out.join(set.dir_name());
+    if target.exists() && !a.overwrite {
+        bail!("{} already holds a data set; pass --overwrite to replace it, or choose another --out", target.display());
+    }
+    // The set is generated under a hidden staging root and moved into place
+    // whole, so an interrupted synth never leaves a partial set that a
+    // later run would take for a complete one.
+    let staging = a.out.join(format!(".synth-{}", std::process::id()));
     let cfg = SynthConfig {
-        out: a.out.clone(),
+        out: staging.clone(),
         set,
         machines: a.machines,
         seed: a.seed,
@@ -65,7 +76,12 @@ pub fn run(a: SynthArgs, quiet: bool) -> Result<()> {
         if cfg.machines.is_empty() { crate::data::machines::of_set(set).len() } else { cfg.machines.len() };
     let total = n_machines * (cfg.train_source + cfg.train_target + 4 * cfg.test_per_cell);
     let bar = Progress::new(total as u64, "synth", quiet);
-    let report = synth::generate(&cfg, &|| bar.inc(1))?;
+    let generated = synth::generate(&cfg, &|| bar.inc(1)).and_then(|r| {
+        replace_dir(&staging.join(set.dir_name()), &target)?;
+        Ok(r)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    let report = generated?;
     bar.finish();
     if !quiet {
         eprintln!(
@@ -80,4 +96,22 @@ pub fn run(a: SynthArgs, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Moves `from` to `to`, replacing a folder already there (removed only once
+/// the new one is complete).
+fn replace_dir(from: &Path, to: &Path) -> Result<()> {
+    let old = to.with_file_name(format!(".{}.old-{}", set_name(to), std::process::id()));
+    if to.exists() {
+        std::fs::rename(to, &old).with_context(|| format!("cannot move {} aside", to.display()))?;
+    }
+    std::fs::rename(from, to).with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove the replaced set {}", old.display()))?;
+    }
+    Ok(())
+}
+
+fn set_name(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }

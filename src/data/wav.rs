@@ -26,6 +26,9 @@ pub fn load(path: &Path) -> Result<Vec<f32>> {
 
 fn load_inner(path: &Path) -> Result<Vec<f32>> {
     let meta = std::fs::metadata(path).context("file not found or unreadable")?;
+    if meta.is_dir() {
+        bail!("it is a folder, not a wav file");
+    }
     if meta.len() == 0 {
         bail!("the file is empty");
     }

@@ -35,8 +35,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved> {
         if files.iter().any(|f: &PathBuf| same_file(f, &p)) {
             bail!("{}: `extends` forms a cycle", p.display());
         }
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("cannot read experiment file {}", p.display()))?;
+        let text = std::fs::read_to_string(&p).with_context(|| match files.last() {
+            Some(child) => format!("{}: cannot read the file it extends, {}", child.display(), p.display()),
+            None => format!("cannot read experiment file {}", p.display()),
+        })?;
         let mut v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", p.display()))?;
         let Value::Object(obj) = &mut v else {
             bail!("{}: an experiment file must be a JSON object", p.display());

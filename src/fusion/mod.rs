@@ -55,7 +55,7 @@ pub enum Calibration {
 
 /// One member of a system: an experiment file or a scores folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "MemberRepr")]
+#[serde(try_from = "serde_json::Value")]
 pub struct Member {
     /// Experiment file (`.json`, relative to the system file) or scores folder.
     pub experiment: String,
@@ -68,26 +68,34 @@ pub struct Member {
     pub set: Vec<String>,
 }
 
-/// A member as written: a path, or an object.
+/// A member as written: a path, or an object. Parsed from a JSON value so
+/// that a wrong shape or a misspelt key gets its own message (serde's
+/// untagged enums only say that no variant matched).
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum MemberRepr {
-    Path(String),
-    Full {
-        experiment: String,
-        #[serde(default)]
-        optional: bool,
-        #[serde(default)]
-        set: Vec<String>,
-    },
+#[serde(deny_unknown_fields)]
+struct MemberFields {
+    experiment: String,
+    #[serde(default)]
+    optional: bool,
+    #[serde(default)]
+    set: Vec<String>,
 }
 
-impl TryFrom<MemberRepr> for Member {
+impl TryFrom<serde_json::Value> for Member {
     type Error = String;
-    fn try_from(r: MemberRepr) -> std::result::Result<Member, String> {
-        let m = match r {
-            MemberRepr::Path(experiment) => Member { experiment, optional: false, set: Vec::new() },
-            MemberRepr::Full { experiment, optional, set } => Member { experiment, optional, set },
+    fn try_from(v: serde_json::Value) -> std::result::Result<Member, String> {
+        let m = match v {
+            serde_json::Value::String(experiment) => Member { experiment, optional: false, set: Vec::new() },
+            serde_json::Value::Object(_) => {
+                let f: MemberFields = serde_json::from_value(v).map_err(|e| e.to_string())?;
+                Member { experiment: f.experiment, optional: f.optional, set: f.set }
+            }
+            other => {
+                return Err(format!(
+                    "a member is an experiment file (or scores folder) path or an object {{\"experiment\", \
+                     \"optional\", \"set\"}}, not {other}"
+                ));
+            }
         };
         if m.experiment.is_empty() {
             return Err("a member needs an experiment file or scores folder".into());
@@ -235,7 +243,8 @@ pub fn member_dirs(sys: &SystemConfig, system_file: &Path, checkpoints: &Path) -
         .map(|(id, m)| {
             let p = base.join(&m.experiment);
             let dir = if m.is_experiment() {
-                let exp = crate::experiment::Experiment::load(&p, &m.set).with_context(|| format!("member {id}"))?;
+                let exp = crate::experiment::Experiment::load(&p, &m.set)
+                    .with_context(|| format!("{}: member {id}", system_file.display()))?;
                 crate::train::RunDir::new(exp.run_dir(checkpoints)).scores()
             } else {
                 p

@@ -258,8 +258,17 @@ impl GroundTruth {
             }
             if domains.len() != labels.len() {
                 let names: std::collections::HashSet<&String> = labels.iter().map(|(n, _)| n).collect();
-                let extra = domains.keys().find(|n| !names.contains(n)).unwrap();
-                bail!("clip '{extra}' of {} is missing from {}", dpath.display(), path.display());
+                match domains.keys().find(|n| !names.contains(n)) {
+                    Some(extra) => bail!("clip '{extra}' of {} is missing from {}", dpath.display(), path.display()),
+                    // Same names, different counts: a clip listed twice.
+                    None => bail!(
+                        "{} lists {} rows but {} names {} clips: a clip is listed twice",
+                        path.display(),
+                        labels.len(),
+                        dpath.display(),
+                        domains.len()
+                    ),
+                }
             }
             let mut t = MachineTruth::new(rows).with_context(|| format!("in {}", path.display()))?;
             let apath = attr_dir.join(&file);
@@ -340,6 +349,7 @@ fn read_binary_csv(path: &Path) -> Result<Vec<(String, bool)>> {
         bail!("{} is empty", path.display());
     }
     let mut out = Vec::with_capacity(rows.len());
+    let mut seen = HashMap::new();
     for (r, f) in rows {
         if f.len() != 2 {
             bail!("{} row {r}: expected 2 columns (name,0|1), found {}", path.display(), f.len());
@@ -351,6 +361,9 @@ fn read_binary_csv(path: &Path) -> Result<Vec<(String, bool)>> {
         };
         if f[0].is_empty() {
             bail!("{} row {r}: empty clip name", path.display());
+        }
+        if let Some(first) = seen.insert(f[0].clone(), r) {
+            bail!("{} row {r}: clip '{}' already listed in row {first}", path.display(), f[0]);
         }
         out.push((f[0].clone(), v));
     }

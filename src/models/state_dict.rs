@@ -216,11 +216,30 @@ pub fn report(problems: Vec<String>, model: &str) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "the checkpoint does not match the {model} model of its cfg ({} problem{}):\n  {}",
+        "the checkpoint does not match the {model} model of its cfg ({} problem{}): {}",
         problems.len(),
         if problems.len() == 1 { "" } else { "s" },
-        problems.join("\n  ")
+        summary(&problems)
     )
+}
+
+/// One line: up to eight problems in full; more are grouped by kind
+/// (missing, unexpected, other) with each group counted and its first three named.
+fn summary(problems: &[String]) -> String {
+    if problems.len() <= 8 {
+        return problems.join("; ");
+    }
+    let kind = |p: &String| ["missing key", "unexpected key"].into_iter().find(|k| p.starts_with(k));
+    let mut parts = Vec::new();
+    for k in [Some("missing key"), Some("unexpected key"), None] {
+        let of: Vec<&String> = problems.iter().filter(|p| kind(p) == k).collect();
+        if !of.is_empty() {
+            let named: Vec<&str> = of.iter().take(3).map(|p| p.as_str()).collect();
+            let more = if of.len() > 3 { "; …" } else { "" };
+            parts.push(format!("{} × {}: {}{more}", of.len(), k.unwrap_or("other"), named.join("; ")));
+        }
+    }
+    parts.join(" | ")
 }
 
 /// The values of every entry of `map`, read from `state` (keys checked

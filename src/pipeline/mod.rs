@@ -214,8 +214,30 @@ fn identity(exp: &Experiment) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// Trains the experiment's model (every unit) on the chosen backend.
+/// Trains the experiment's model (every unit) on the chosen backend. A
+/// fresh run that fails before its first checkpoint (an unreadable clip, a
+/// bad setting) leaves no run folder behind, so the next attempt starts
+/// clean instead of asking for `--resume`.
 pub fn train(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<()> {
+    let fresh = !p.run.root.exists();
+    let result = train_units(p, backend, opts);
+    if result.is_err() && fresh && !has_checkpoint(&p.run.root) {
+        let _ = std::fs::remove_dir_all(&p.run.root);
+    }
+    result
+}
+
+/// Whether a run folder (or one of its groups) holds a saved checkpoint.
+fn has_checkpoint(dir: &Path) -> bool {
+    RunDir::new(dir).last().is_dir()
+        || std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().is_dir() && has_checkpoint(&e.path()))
+}
+
+fn train_units(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<()> {
     let device = backend::device(backend)?.autodiff();
     if p.exp.data.per_group {
         check_resume(p, opts.resume)?;

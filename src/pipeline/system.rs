@@ -89,7 +89,9 @@ pub fn run_system(file: &Path, opts: &SystemOptions) -> Result<(RunRecord, Optio
     let mut data: Option<(PathBuf, Vec<crate::data::machines::DataSet>)> = None;
     for (i, (id, m)) in sys.members.iter().enumerate() {
         say(opts.quiet, &format!("== member {}/{}: {id}", i + 1, sys.members.len()));
-        match run_member(id, m, base, &dir, opts, &mut stages, &mut data)? {
+        match run_member(id, m, base, &dir, opts, &mut stages, &mut data)
+            .with_context(|| format!("system {}", file.display()))?
+        {
             MemberState::Ready(r) => members.push(r),
             MemberState::Skipped(why) => {
                 say(opts.quiet, &format!("skipping member {id}: {why}"));

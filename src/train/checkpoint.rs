@@ -102,8 +102,11 @@ impl RunDir {
             }
             other => bail!("unknown checkpoint '{other}' (use last, best, averaged or step-N)"),
         };
-        if !p.join("model.bpk").is_file() {
+        if !p.is_dir() {
             bail!("checkpoint {} does not exist (train first)", p.display());
+        }
+        if !p.join("model.bpk").is_file() {
+            bail!("checkpoint {}: model.bpk does not exist (an incomplete copy?)", p.display());
         }
         Ok(p)
     }
@@ -181,13 +184,75 @@ pub fn save<M: Module>(dir: &Path, model: &M, optim: Option<&ModuleOptimizer>, s
 /// Missing, unexpected or mis-shaped tensors are errors.
 pub fn load_model<M: Module>(model: M, dir: &Path) -> Result<M> {
     let p = dir.join("model.bpk");
-    model.try_load_file(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
+    check_burnpack(&p)?;
+    let expected = tensors(&model).len();
+    model.try_load_file(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, Some(expected))))
+}
+
+/// A clear error for a checkpoint file that is missing, cut short or not a
+/// burnpack file at all, before burn-store reads it.
+fn check_burnpack(p: &Path) -> Result<()> {
+    let mut head = [0u8; 4];
+    let magic = std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    if let Err(e) = magic {
+        bail!("cannot load {}: {}", p.display(), describe_io(&e));
+    }
+    if &head != BURNPACK_MAGIC {
+        bail!("cannot load {}: not a burnpack checkpoint (written by `asd train`)", p.display());
+    }
+    Ok(())
+}
+
+/// The first bytes of every burnpack file.
+const BURNPACK_MAGIC: &[u8; 4] = b"NRUB";
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "the file is truncated".into(),
+        std::io::ErrorKind::NotFound => "the file does not exist".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// One line for burn-store's record errors, whose validation messages list
+/// every missing or mis-shaped tensor.
+fn explain(e: &burn::store::RecordError, expected: Option<usize>) -> String {
+    use burn::store::RecordError;
+    let msg = match e {
+        RecordError::Io(m) if m.contains("fill whole buffer") || m.contains("UnexpectedEof") => {
+            return "the file is truncated or corrupt".into();
+        }
+        RecordError::Io(m) | RecordError::Validation(m) if m.contains("truncated") => {
+            return format!("the file is truncated ({})", m.trim_start_matches("Validation error: "));
+        }
+        RecordError::Io(m) => return format!("unreadable checkpoint ({m})"),
+        RecordError::Validation(m) => m,
+    };
+    let items: Vec<&str> = msg.split('"').skip(1).step_by(2).collect();
+    let first = items.iter().take(3).copied().collect::<Vec<_>>().join("; ");
+    if msg.starts_with("Missing tensors") {
+        return match expected {
+            Some(n) if items.len() >= n => {
+                format!("it holds none of this model's {n} tensors: a checkpoint of another model?")
+            }
+            Some(n) => format!(
+                "{} of this model's {n} tensors are missing (e.g. {first}): saved with another configuration?",
+                items.len()
+            ),
+            None => format!("{} tensors are missing (e.g. {first})", items.len()),
+        };
+    }
+    if msg.starts_with("Apply errors") && !items.is_empty() {
+        return format!("{} tensors do not fit this model ({first}): saved with another configuration?", items.len());
+    }
+    msg.chars().take(300).collect()
 }
 
 /// Loads the optimizer state saved next to a model.
 pub fn load_optim(optim: ModuleOptimizer, dir: &Path) -> Result<ModuleOptimizer> {
     let p = dir.join("optim.bpk");
-    optim.load(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {e:?}", p.display()))
+    check_burnpack(&p)?;
+    optim.load(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, None)))
 }
 
 /// Float tensors of a module by path (parameters and running statistics).

@@ -60,6 +60,50 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_string(path, &text)
 }
 
+/// Outputs that appear together or not at all (`asd features --wav DIR`):
+/// each is written complete under a hidden staging name beside its final
+/// path, and [`Batch::commit`] renames them all once every one succeeded.
+/// Dropping an uncommitted batch removes what it staged.
+#[derive(Default)]
+pub struct Batch {
+    staged: std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
+    committed: bool,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// The path to write `path`'s content to; it moves to `path` on commit.
+    pub fn stage(&self, path: &Path) -> PathBuf {
+        let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let staging = path.with_file_name(format!(".{name}.staged-{}", std::process::id()));
+        self.staged.lock().expect("batch lock").push((staging.clone(), path.to_path_buf()));
+        staging
+    }
+
+    /// Moves every staged output to its final path.
+    pub fn commit(mut self) -> Result<()> {
+        let staged = std::mem::take(&mut *self.staged.lock().expect("batch lock"));
+        self.committed = true;
+        for (from, to) in &staged {
+            fs::rename(from, to).with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if !self.committed {
+            for (staging, _) in self.staged.lock().map(|s| s.clone()).unwrap_or_default() {
+                let _ = fs::remove_file(staging);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +122,23 @@ mod tests {
         assert_eq!(fs::read_to_string(&p).unwrap(), "old");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn a_batch_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+        let batch = Batch::new();
+        write_string(&batch.stage(&a), "a").unwrap();
+        drop(batch);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "an uncommitted batch left files");
+        let batch = Batch::new();
+        write_string(&batch.stage(&a), "a").unwrap();
+        write_string(&batch.stage(&b), "b").unwrap();
+        assert!(!a.exists() && !b.exists());
+        batch.commit().unwrap();
+        assert_eq!((fs::read_to_string(&a).unwrap(), fs::read_to_string(&b).unwrap()), ("a".into(), "b".into()));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -261,7 +261,7 @@ fn bad_checkpoints_are_errors_naming_the_key_and_shapes() {
     expect_error(
         &fresh(dir.path()),
         Layout::Fairseq,
-        &["missing key blocks.0.attn.qkv.weight", "unexpected key model."],
+        &["× missing key: missing key", "× unexpected key: unexpected key model."],
     );
 
     // Not an EAT checkpoint at all, or a folder without config.json.

@@ -6,9 +6,11 @@ mod common;
 
 mod architecture;
 mod backends;
+mod bad_input;
 mod beats_lora;
 mod beats_parity;
 mod cli;
+mod crash_safety;
 mod eat_lora;
 mod eat_parity;
 mod engine;

@@ -6,8 +6,8 @@
 //! Weights go into a [`BeatsEncoder`] through the explicit key map below
 //! ([`key_map`]). Loading is strict: a checkpoint key the model does not
 //! have, a model parameter the checkpoint lacks, a shape that differs and a
-//! non-float dtype are all errors naming the key (and both shapes); every
-//! problem is listed, not only the first.
+//! non-float dtype are all errors naming the key (and both shapes), in one
+//! one-line error (many problems are counted per kind, the first named).
 //!
 //! Key map (torch key → burn parameter path; Linear weights are stored
 //! [out, in] by torch and [in, out] by burn, hence transposed):

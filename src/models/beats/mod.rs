@@ -49,7 +49,7 @@ use crate::nn::util::{count_params, l2_normalize, labels_tensor, seeded_init};
 use crate::nn::{Head, LossConfig};
 use crate::train::StepOutput;
 use crate::util::rng;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
@@ -272,5 +272,6 @@ impl ModelSpec for BeatsLoraConfig {
 
 /// Loads a released checkpoint for inference (`asd embed`).
 pub fn load_for_inference(path: &std::path::Path, device: &Device) -> Result<(BeatsConfig, BeatsEncoder)> {
-    load_encoder(path, device).with_context(|| format!("BEATs checkpoint {}", path.display()))
+    // Every error of the loader names the file already.
+    load_encoder(path, device)
 }

@@ -28,7 +28,8 @@
 //! | `B{i}.mlp.{fc1,fc2}.{weight,bias}` | same under `model.` | `blocks.{i}.mlp.{fc1,fc2}.*` | weight transposed |
 //!
 //! Loading is strict: a missing key, an unexpected key or a different
-//! shape is an error naming the key and both shapes, every problem listed.
+//! shape is an error naming the key and both shapes, in one one-line error
+//! (many problems are counted per kind, the first named).
 
 use super::config::EatConfig;
 use super::encoder::EatEncoder;

@@ -26,7 +26,7 @@ use crate::features::specaugment::SpecAugment;
 use crate::metrics::threshold::DecisionRule;
 pub use crate::models::ModelConfig;
 use crate::nn::LossConfig;
-use crate::scoring::KnnConfig;
+use crate::scoring::{BackendConfig, KnnConfig};
 use crate::train::TrainConfig;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -125,9 +125,12 @@ pub struct ScoringConfig {
     /// `last`, `averaged`, `best` (test-label selection only) or `step-N`.
     #[serde(default = "selected")]
     pub checkpoint: String,
-    /// kNN back-end on the embeddings.
+    /// kNN settings (the default back-end, and the kNN inside `kmeans_knn`).
     #[serde(default)]
     pub knn: KnnConfig,
+    /// The back-end that turns embeddings into anomaly scores (default: kNN).
+    #[serde(default)]
+    pub backend: BackendConfig,
     /// Decision threshold from the training clips' scores.
     #[serde(default)]
     pub decision: DecisionRule,
@@ -148,6 +151,7 @@ impl Default for ScoringConfig {
         ScoringConfig {
             checkpoint: selected(),
             knn: KnnConfig::default(),
+            backend: BackendConfig::default(),
             decision: DecisionRule::default(),
             batch_size: embed_batch(),
         }
@@ -182,6 +186,7 @@ impl Experiment {
             crate::data::machines::lookup(m).context("in data.machines")?;
         }
         self.train.validate()?;
+        self.scoring.backend.validate().context("scoring.backend")?;
         if self.scoring.batch_size == 0 {
             bail!("scoring.batch_size must be at least 1");
         }

@@ -18,7 +18,6 @@ use crate::metrics::ground_truth::GroundTruth;
 use crate::metrics::official::{MachineInput, MachineReport, Report};
 use crate::metrics::{self, DecisionRule, submission};
 use crate::models::{InitContext, ModelSpec, Scoring, SpecVisitor};
-use crate::scoring::KnnScorer;
 use crate::train::{self, RunDir, RunOptions, checkpoint};
 use crate::util::atomic;
 use anyhow::{Context, Result, bail};
@@ -424,10 +423,14 @@ pub fn machine_scores(
                 let pick = |ix: &[usize]| ix.iter().map(|&i| out[i].clone()).collect::<Vec<_>>();
                 let src = idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Source));
                 let tgt = idx(&|c| c.split == Split::Train && c.domain() == Some(Domain::Target));
-                let scorer = KnnScorer::fit(&p.exp.scoring.knn, &pick(&src), &pick(&tgt), backend_seed(p.exp.seed, &m))
+                let scoring = &p.exp.scoring;
+                let fitted = scoring
+                    .backend
+                    .fit(&scoring.knn, &pick(&src), &pick(&tgt), backend_seed(p.exp.seed, &m))
                     .with_context(|| format!("scoring {m}"))?;
                 // `train_scores` lists the source clips, then the target clips.
-                (scorer.score(&pick(&tix))?.score, [src, tgt].concat(), scorer.train_scores())
+                let test_scores = crate::scoring::backend::score(fitted.as_ref(), &pick(&tix))?;
+                (test_scores, [src, tgt].concat(), fitted.train_scores())
             }
             Scoring::Likelihood => {
                 // The held-out clips' scores when there are any: the model

@@ -63,7 +63,8 @@ pub fn normalize(x: &[f32]) -> Vec<f64> {
     normalize64(&v)
 }
 
-fn normalize64(v: &[f64]) -> Vec<f64> {
+/// Unit-normalises an f64 row (`x / max(|x|, 1e-12)`).
+pub fn normalize64(v: &[f64]) -> Vec<f64> {
     let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
     v.iter().map(|a| a / n).collect()
 }
@@ -192,9 +193,16 @@ impl KnnScorer {
 
 /// `(s - mean) / std` with the population standard deviation.
 pub fn znorm(s: &mut [f64]) {
+    znorm_with(s);
+}
+
+/// [`znorm`], returning the mean and standard deviation used (1 when the
+/// scores are constant).
+pub fn znorm_with(s: &mut [f64]) -> (f64, f64) {
     let n = s.len().max(1) as f64;
     let mean = s.iter().sum::<f64>() / n;
     let std = (s.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
     let std = if std > 0.0 { std } else { 1.0 };
     s.iter_mut().for_each(|v| *v = (*v - mean) / std);
+    (mean, std)
 }

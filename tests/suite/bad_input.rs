@@ -683,3 +683,55 @@ fn outputs_are_never_left_half_written() {
     let names: Vec<_> = std::fs::read_dir(dir.join("root")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("dev_data")], "staging folders left behind");
 }
+
+#[test]
+fn broken_member_scores_are_refused_by_fuse_and_a_broken_run_record_by_report() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let names: Vec<String> = (0..6).map(|i| format!("section_00_test_{i:04}.wav")).collect();
+    let write = |run: &Path, member: &str, machine: &str, bump: f64| {
+        let m = run.join("members").join(member);
+        std::fs::create_dir_all(&m).unwrap();
+        let rows: String = names.iter().enumerate().map(|(i, n)| format!("{n},{}\n", i as f64 * 0.5 + bump)).collect();
+        std::fs::write(m.join(format!("anomaly_score_{machine}_section_00_test.csv")), rows).unwrap();
+        let rows: String = (0..5).map(|i| format!("section_00_train_{i:04}.wav,{}\n", i as f64 * 0.3 + bump)).collect();
+        std::fs::write(m.join(format!("train_score_{machine}_section_00.csv")), rows).unwrap();
+    };
+    let sys = serde_json::json!({
+        "name": "pair",
+        "members": {"a": "a.json", "b": "b.json"},
+        "weights": {"default": {"a": 0.5, "b": 0.5}}
+    });
+    std::fs::write(dir.join("pair.json"), sys.to_string()).unwrap();
+    let fresh = |case: &str| -> PathBuf {
+        let run = dir.join(case);
+        for (m, bump) in [("a", 0.0), ("b", 1.0)] {
+            write(&run, m, "fan", bump);
+        }
+        run
+    };
+    accepted(dir, &["fuse", "pair.json", "--run", s(&fresh("good")), "--out", "fused_good"]);
+    let test_csv = "members/a/anomaly_score_fan_section_00_test.csv";
+    let train_csv = "members/b/train_score_fan_section_00.csv";
+    let cases: [(&str, &str, Option<&str>, &str); 4] = [
+        ("nan_test", test_csv, Some("section_00_test_0000.wav,nan\n"), "is not finite"),
+        ("nan_train", train_csv, Some("section_00_train_0000.wav,NaN\n"), "is not finite"),
+        ("no_train", train_csv, None, "train_score_fan_section_00.csv"),
+        ("no_test", test_csv, None, "no scores of fan"),
+    ];
+    for (case, file, content, problem) in cases {
+        let run = fresh(case);
+        match content {
+            Some(text) => std::fs::write(run.join(file), text).unwrap(),
+            None => std::fs::remove_file(run.join(file)).unwrap(),
+        }
+        let out = format!("fused_{case}");
+        let named = if content.is_some() { file } else { "members/" };
+        refused(dir, &["fuse", "pair.json", "--run", s(&run), "--out", &out], &[named, problem]);
+    }
+    // `asd report` needs the run record a system run wrote.
+    std::fs::create_dir(dir.join("not_a_run")).unwrap();
+    refused(dir, &["report", "not_a_run"], &["not_a_run", "run_record.json"]);
+    std::fs::write(dir.join("not_a_run/run_record.json"), "{\"stages\": 3").unwrap();
+    refused(dir, &["report", "not_a_run"], &["run_record.json"]);
+}

@@ -252,3 +252,37 @@ fn unknown_backend_names_its_feature() {
         assert!(!good && err.contains(&format!("--features {b}")), "{err}");
     }
 }
+
+#[test]
+fn every_backend_of_the_ablations_scores_a_trained_run() {
+    let d = tempfile::tempdir().unwrap();
+    let data = synth(d.path(), "dev", "fan,valve", "6");
+    let work = d.path().join("w");
+    let mut a = tiny(&data, &work);
+    a.extend(["--set".into(), "train.selection={\"rule\": \"last\"}".into()]);
+    a.extend(["--set".into(), "scoring.checkpoint=\"last\"".into()]);
+    ok(&run_args("train", DEMO, &a));
+    let mut n = 0;
+    for e in std::fs::read_dir("experiments/ablations").unwrap() {
+        let f = e.unwrap().path();
+        if !f.file_name().unwrap().to_str().unwrap().contains("_backend_") {
+            continue;
+        }
+        let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let backend = raw["scoring"]["backend"].to_string();
+        let out = d.path().join(f.file_stem().unwrap());
+        let mut args = run_args("score", DEMO, &a);
+        let set = format!("scoring.backend={backend}");
+        args.extend(["--set", &set, "--out", out.to_str().unwrap()]);
+        ok(&args);
+        for m in ["fan", "valve"] {
+            let scores = std::fs::read_to_string(out.join(format!("anomaly_score_{m}_section_00_test.csv"))).unwrap();
+            assert_eq!(scores.lines().count(), 12, "{}", f.display());
+            let train = std::fs::read_to_string(out.join(format!("train_score_{m}_section_00.csv"))).unwrap();
+            assert_eq!(train.lines().count(), 10, "{}: every training clip is scored", f.display());
+        }
+        ok(&["evaluate", "--scores", out.to_str().unwrap(), "--ground-truth", data.to_str().unwrap()]);
+        n += 1;
+    }
+    assert_eq!(n, 6);
+}

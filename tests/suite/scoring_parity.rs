@@ -1,5 +1,7 @@
-//! The kNN back-end against scikit-learn / imbalanced-learn references
-//! (tests/fixtures/shared/backend/knn_smote.json, models.md §5.1–5.2).
+//! The back-ends against scikit-learn / imbalanced-learn references: kNN and
+//! SMOTE (tests/fixtures/shared/backend/knn_smote.json, models.md §5.1–5.2),
+//! kNN with local-density rescaling, k-means, (selective) Mahalanobis and
+//! Gaussian mixtures (tests/fixtures/backends/, gen/backends_sklearn.py).
 
 use crate::common;
 use asd::scoring::smote::{self, Draw};
@@ -115,4 +117,91 @@ fn train_scores_leave_each_clip_out() {
     let t = s.train_scores();
     assert_eq!(t.len(), 5);
     assert!(t.iter().all(|v| *v > 1e-6), "a clip matched itself: {t:?}");
+}
+
+fn rel_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}\n got {got:?}\nwant {want:?}");
+    }
+}
+
+mod zoo {
+    use super::{common::*, rel_close};
+    use asd::scoring::Fitted;
+    use asd::scoring::gmm::{self, Covariance, GmmConfig};
+    use asd::scoring::kmeans::lloyd;
+    use asd::scoring::knn_rescale::{KnnRescale, KnnRescaleConfig, RescaleMetric};
+    use asd::scoring::mahalanobis::{Mahalanobis, MahalanobisConfig};
+
+    type Rows = Vec<Vec<f64>>;
+
+    /// The fixture, and its source, target and test embeddings.
+    fn data() -> (serde_json::Value, Rows, Rows, Rows) {
+        let fx = json("backends/backends.json");
+        let (s, t, x) = (matrix(&fx["source"]), matrix(&fx["target"]), matrix(&fx["test"]));
+        (fx, s, t, x)
+    }
+
+    #[test]
+    fn knn_with_local_density_rescaling_matches_asdkit() {
+        let (fx, s, t, x) = data();
+        for case in fx["knn_rescale"].as_array().unwrap() {
+            let metric = if case["metric"] == "cosine" { RescaleMetric::Cosine } else { RescaleMetric::Euclidean };
+            let cfg = KnnRescaleConfig {
+                k: case["k"].as_u64().unwrap() as usize,
+                k_ref: case["k_ref"].as_u64().unwrap() as usize,
+                metric,
+            };
+            let got = KnnRescale::fit(&cfg, &s, &t).unwrap().score(&x);
+            rel_close(&got, &f64s(&case["scores"]), 1e-9, &format!("knn_rescale {cfg:?}"));
+        }
+    }
+
+    #[test]
+    fn lloyd_iterations_match_sklearn_kmeans() {
+        let (fx, s, _, _) = data();
+        let init: Vec<Vec<f64>> = s[..3].to_vec();
+        let (centers, _) = lloyd(&s, init, 300);
+        let want = matrix(&fx["kmeans"]["centers"]);
+        for (c, w) in centers.iter().zip(&want) {
+            rel_close(c, w, 1e-12, "k-means centre");
+        }
+    }
+
+    #[test]
+    fn mahalanobis_and_selective_mahalanobis_match_sklearn_shrunk_covariance() {
+        let (fx, s, t, x) = data();
+        let m = &fx["mahalanobis"];
+        let shrinkage = m["shrinkage"].as_f64().unwrap();
+        let pooled = MahalanobisConfig { selective: false, shrinkage, normalize: false };
+        let got = Mahalanobis::fit(&pooled, &s, &t).unwrap().score(&x);
+        rel_close(&got, &f64s(&m["all"]), 1e-9, "mahalanobis, one Gaussian");
+        let selective = MahalanobisConfig { selective: true, ..pooled };
+        let got = Mahalanobis::fit(&selective, &s, &t).unwrap().score(&x);
+        let want: Vec<f64> = f64s(&m["source"]).iter().zip(f64s(&m["target"])).map(|(a, b)| a.min(b)).collect();
+        rel_close(&got, &want, 1e-9, "selective mahalanobis");
+    }
+
+    #[test]
+    fn gmm_em_steps_match_sklearn_gaussian_mixture() {
+        let (fx, s, t, x) = data();
+        let g = &fx["gmm"];
+        let train = [s, t].concat();
+        for (kind, name) in [(Covariance::Diag, "diag"), (Covariance::Full, "full")] {
+            // Initial covariances as matrices (diagonal ones for `diag`).
+            let covs: Vec<Vec<Vec<f64>>> = g[name]["init_covariances"].as_array().unwrap().iter().map(matrix).collect();
+            let init = gmm::components(&f64s(&g["weights_init"]), &matrix(&g["means_init"]), &covs, kind).unwrap();
+            let cfg = GmmConfig {
+                components: 3,
+                covariance: kind,
+                reg_covar: g["reg_covar"].as_f64().unwrap(),
+                iterations: g["max_iter"].as_u64().unwrap() as usize,
+                normalize: false,
+            };
+            let fitted = gmm::em(&train, init, &cfg).unwrap();
+            let want: Vec<f64> = f64s(&g[name]["score_samples"]).iter().map(|v| -v).collect();
+            rel_close(&gmm::nll(&x, &fitted), &want, 1e-9, &format!("gmm {name}"));
+        }
+    }
 }

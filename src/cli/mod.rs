@@ -4,6 +4,7 @@ mod embed;
 mod evaluate;
 mod features;
 mod fuse;
+mod pseudo_labels;
 mod report;
 mod run;
 mod synth;
@@ -43,6 +44,8 @@ pub enum Command {
     Fuse(fuse::FuseArgs),
     /// Redraw the report of a system run (report.md and its plots).
     Report(report::ReportArgs),
+    /// Pseudo-attributes for concealed-attribute machines from a trained model's embeddings.
+    PseudoLabels(pseudo_labels::PseudoLabelsArgs),
 }
 
 /// What `--wav FILE|DIR --out FILE.npy|DIR` asks for.
@@ -85,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a, cli.quiet),
         Command::Fuse(a) => fuse::run(a, cli.quiet),
         Command::Report(a) => report::run(a, cli.quiet),
+        Command::PseudoLabels(a) => pseudo_labels::run(a, cli.quiet),
     }
 }

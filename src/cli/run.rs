@@ -94,15 +94,21 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
 
 /// Scores with the run's saved model configuration: the experiment file
 /// may change the scoring section, not what was trained.
-pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
-    crate::backend::device(a.exp.backend)?;
-    let current = Experiment::load(&a.exp.experiment, &a.exp.overrides)?;
-    let run = crate::train::RunDir::new(current.run_dir(&a.exp.checkpoints));
+/// A trained run as it was trained (its saved configuration), with the
+/// scoring settings and data root of the experiment file as given now.
+pub(crate) fn trained(a: &ExperimentArgs) -> Result<pipeline::Prepared> {
+    crate::backend::device(a.backend)?;
+    let current = Experiment::load(&a.experiment, &a.overrides)?;
+    let run = crate::train::RunDir::new(current.run_dir(&a.checkpoints));
     let mut exp = Experiment::load_resolved(&run.config())
         .with_context(|| format!("{} has not been trained (no readable configuration)", run.root.display()))?;
     exp.scoring = current.scoring;
     exp.data.root = current.data.root;
-    let p = pipeline::prepare(exp, &a.exp.checkpoints)?;
+    pipeline::prepare(exp, &a.checkpoints)
+}
+
+pub fn score(a: ScoreArgs, quiet: bool) -> Result<()> {
+    let p = trained(&a.exp)?;
     let out = pipeline::score(&p, a.exp.backend, a.out.as_deref(), quiet)?;
     say(quiet, &format!("submission files in {}", out.dir.display()));
     if let Some(r) = out.report {

@@ -77,6 +77,10 @@ pub struct DataConfig {
     /// Auxiliary-task classes.
     #[serde(default)]
     pub labels: LabelScheme,
+    /// Pseudo-attributes for concealed-attribute machines: a file written by
+    /// `asd pseudo-labels` (k-means clusters of a first model's embeddings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo_attributes: Option<PathBuf>,
     /// Fraction of each machine's training clips (per domain, rounded) held
     /// out of training. A likelihood-scored model (NF-CDEE) fits its training
     /// clips far more closely than unseen normals, so their scores give

@@ -6,6 +6,7 @@
 //! (`data.per_group`) run as one sub-run per group.
 
 pub mod inputs;
+pub mod pseudo;
 pub mod system;
 
 use crate::backend::{self, BackendName};
@@ -82,7 +83,11 @@ fn prepare_in(exp: Experiment, run: RunDir) -> Result<Prepared> {
         None => Dataset::scan(&exp.data.root, &exp.data.sets, None)?,
     };
     dataset.clips.retain(|c| c.split == Split::Train || c.split == Split::Test);
-    let labels = LabelTable::build(dataset.clips.iter().filter(|c| c.split == Split::Train), exp.data.labels)?;
+    let pseudo = match &exp.data.pseudo_attributes {
+        Some(path) => pseudo::PseudoLabels::load(path)?.clusters,
+        None => BTreeMap::new(),
+    };
+    let labels = LabelTable::build(dataset.clips.iter().filter(|c| c.split == Split::Train), exp.data.labels, pseudo)?;
     let held_out = held_out(&dataset.clips, exp.data.holdout_fraction, exp.seed);
     Ok(Prepared { exp, dataset, labels, run, held_out })
 }

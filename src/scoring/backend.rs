@@ -6,7 +6,7 @@
 
 use super::gmm::{Gmm, GmmConfig};
 use super::kmeans::{KmeansKnn, KmeansKnnConfig};
-use super::knn::{KnnConfig, KnnScorer, znorm_with};
+use super::knn::{KnnConfig, KnnScorer, check_training, znorm_with};
 use super::knn_rescale::{KnnRescale, KnnRescaleConfig};
 use super::mahalanobis::{Mahalanobis, MahalanobisConfig};
 use anyhow::{Result, bail};
@@ -69,20 +69,7 @@ impl BackendConfig {
     /// Fits the back-end on one machine type's training embeddings. `seed`
     /// drives SMOTE and k-means.
     pub fn fit(&self, knn: &KnnConfig, source: &[Vec<f32>], target: &[Vec<f32>], seed: u64) -> Result<Box<dyn Fitted>> {
-        if source.is_empty() || target.is_empty() {
-            bail!(
-                "the back-end needs training embeddings of both domains (got {} source, {} target)",
-                source.len(),
-                target.len()
-            );
-        }
-        let dim = source[0].len();
-        if let Some(bad) = source.iter().chain(target).find(|r| r.len() != dim) {
-            bail!("embedding dimensions differ ({dim} vs {})", bad.len());
-        }
-        if source.iter().chain(target).flatten().any(|v| !v.is_finite()) {
-            bail!("training embeddings contain NaN or infinite values");
-        }
+        check_training(source, target)?;
         let wide = |rows: &[Vec<f32>]| -> Vec<Vec<f64>> {
             rows.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect()
         };

@@ -8,7 +8,7 @@
 //! Training-clip scores are in sample: the mixture has fitted them.
 
 use super::Fitted;
-use super::kmeans::kmeans;
+use super::kmeans::{kmeans, nearest};
 use super::knn::normalize64;
 use super::linalg::{Cholesky, Square, scatter};
 use anyhow::{Result, bail};
@@ -167,12 +167,7 @@ impl Gmm {
         let resp: Vec<Vec<f64>> = rows
             .iter()
             .map(|x| {
-                let best = centers
-                    .iter()
-                    .enumerate()
-                    .map(|(j, c)| (j, x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum::<f64>()))
-                    .fold((0, f64::INFINITY), |b, c| if c.1 < b.1 { c } else { b })
-                    .0;
+                let best = nearest(x, &centers).0;
                 (0..centers.len()).map(|j| (j == best) as u8 as f64).collect()
             })
             .collect();

@@ -14,8 +14,9 @@ fn sq(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
-/// Index of the nearest centre (the lowest index on ties, as scikit-learn).
-fn nearest(x: &[f64], centers: &[Vec<f64>]) -> (usize, f64) {
+/// Index of and squared distance to the nearest centre (the lowest index on
+/// ties, as scikit-learn).
+pub fn nearest(x: &[f64], centers: &[Vec<f64>]) -> (usize, f64) {
     centers
         .iter()
         .enumerate()

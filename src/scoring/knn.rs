@@ -74,6 +74,26 @@ pub fn gram(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
     a.par_iter().map(|x| b.iter().map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum()).collect()).collect()
 }
 
+/// What every back-end needs of one machine type's training embeddings:
+/// both domains present, one dimension, finite values.
+pub fn check_training(source: &[Vec<f32>], target: &[Vec<f32>]) -> Result<()> {
+    if source.is_empty() || target.is_empty() {
+        bail!(
+            "the back-end needs training embeddings of both domains (got {} source, {} target)",
+            source.len(),
+            target.len()
+        );
+    }
+    let dim = source[0].len();
+    if let Some(bad) = source.iter().chain(target).find(|r| r.len() != dim) {
+        bail!("embedding dimensions differ ({dim} vs {})", bad.len());
+    }
+    if source.iter().chain(target).flatten().any(|v| !v.is_finite()) {
+        bail!("training embeddings contain NaN or infinite values");
+    }
+    Ok(())
+}
+
 /// A fitted kNN scorer for one machine type.
 #[derive(Debug, Clone)]
 pub struct KnnScorer {
@@ -98,20 +118,7 @@ impl KnnScorer {
         if cfg.k == 0 {
             bail!("kNN k must be at least 1");
         }
-        if source.is_empty() || target.is_empty() {
-            bail!(
-                "kNN needs training embeddings of both domains (got {} source, {} target)",
-                source.len(),
-                target.len()
-            );
-        }
-        let dim = source[0].len();
-        if let Some(bad) = source.iter().chain(target).find(|r| r.len() != dim) {
-            bail!("embedding dimensions differ ({dim} vs {})", bad.len());
-        }
-        if source.iter().chain(target).flatten().any(|v| !v.is_finite()) {
-            bail!("training embeddings contain NaN or infinite values");
-        }
+        check_training(source, target)?;
         let source: Vec<Vec<f64>> = source.iter().map(|r| normalize(r)).collect();
         let mut target: Vec<Vec<f64>> = target.iter().map(|r| normalize(r)).collect();
         let n_target_real = target.len();

@@ -121,6 +121,14 @@ fn tiny(root: &Path, work: &Path) -> Vec<String> {
     .into()
 }
 
+/// [`tiny`], selecting and scoring the last checkpoint.
+fn tiny_last(root: &Path, work: &Path) -> Vec<String> {
+    let mut a = tiny(root, work);
+    a.extend(["--set".into(), "train.selection={\"rule\": \"last\"}".into()]);
+    a.extend(["--set".into(), "scoring.checkpoint=\"last\"".into()]);
+    a
+}
+
 fn run_args<'a>(verb: &'a str, exp: &'a str, extra: &'a [String]) -> Vec<&'a str> {
     let mut v = vec![verb, exp];
     v.extend(extra.iter().map(String::as_str));
@@ -258,9 +266,7 @@ fn every_backend_of_the_ablations_scores_a_trained_run() {
     let d = tempfile::tempdir().unwrap();
     let data = synth(d.path(), "dev", "fan,valve", "6");
     let work = d.path().join("w");
-    let mut a = tiny(&data, &work);
-    a.extend(["--set".into(), "train.selection={\"rule\": \"last\"}".into()]);
-    a.extend(["--set".into(), "scoring.checkpoint=\"last\"".into()]);
+    let a = tiny_last(&data, &work);
     ok(&run_args("train", DEMO, &a));
     let mut n = 0;
     for e in std::fs::read_dir("experiments/ablations").unwrap() {
@@ -285,4 +291,39 @@ fn every_backend_of_the_ablations_scores_a_trained_run() {
         n += 1;
     }
     assert_eq!(n, 6);
+}
+
+#[test]
+fn pseudo_attributes_split_a_concealed_machine_into_classes() {
+    let d = tempfile::tempdir().unwrap();
+    let data = synth(d.path(), "dev", "gearbox,fan", "8");
+    let work = d.path().join("w");
+    let a = tiny_last(&data, &work);
+    ok(&run_args("train", DEMO, &a));
+    let file = d.path().join("pseudo.json");
+    let mut args = run_args("pseudo-labels", DEMO, &a);
+    args.extend(["--clusters", "3", "--out", file.to_str().unwrap()]);
+    ok(&args);
+    let pl: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let clusters = pl["clusters"].as_object().unwrap();
+    // gearbox's attributes are concealed: all 10 of its training clips are clustered, fan's are not.
+    assert_eq!(clusters.len(), 10, "{pl}");
+    assert!(clusters.keys().all(|k| k.starts_with("gearbox/")));
+    let source: Vec<u64> =
+        clusters.iter().filter(|(k, _)| k.contains("_source_")).map(|(_, v)| v.as_u64().unwrap()).collect();
+    assert!(source.iter().all(|&c| c < 3) && source.len() == 8);
+    assert!(clusters.iter().filter(|(k, _)| k.contains("_target_")).all(|(_, v)| v == 0));
+    // A second model learns the clusters as auxiliary classes.
+    let mut b = a.clone();
+    b.extend(["--set".into(), "name=\"with_pseudo\"".into()]);
+    b.extend(["--set".into(), format!("data.pseudo_attributes=\"{}\"", file.display())]);
+    ok(&run_args("run", DEMO, &b));
+    let labels = std::fs::read_to_string(work.join("ckpt/with_pseudo/labels.json")).unwrap();
+    assert!(labels.contains("gearbox###pseudo00###source") && labels.contains("fan###"), "{labels}");
+    assert!(!labels.contains("gearbox###noAttribute###source"), "{labels}");
+    // A missing pseudo-attribute file is named.
+    let mut c = a.clone();
+    c.extend(["--set".into(), "name=\"bad\"".into(), "--set".into(), "data.pseudo_attributes=\"nope.json\"".into()]);
+    let (good, _, err) = asd(&run_args("train", DEMO, &c));
+    assert!(!good && err.contains("nope.json") && err.contains("pseudo-attribute"), "{err}");
 }

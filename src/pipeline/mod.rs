@@ -168,8 +168,8 @@ pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Resul
     if done >= asked && started {
         if !trained_as(p)? {
             bail!(
-                "{} was trained with another configuration of {} (only train.max_steps, scoring, data.root and \
-                 features.cache_dir may differ); remove it, pass --overwrite (systems) or use another output folder",
+                "{} was trained with another configuration of {} (only train.max_steps, scoring, data.root, \
+                 features.cache_dir and the description may differ); remove it, pass --overwrite (systems) or use another output folder",
                 p.run.root.display(),
                 p.exp.name
             );
@@ -211,6 +211,8 @@ pub struct TrainOptions {
 fn identity(exp: &Experiment) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(exp)?;
     v["train"]["max_steps"] = serde_json::Value::Null;
+    // Prose: rewording an experiment's description changes nothing trained.
+    v["description"] = serde_json::Value::Null;
     v["scoring"] = serde_json::Value::Null;
     v["data"]["root"] = serde_json::Value::Null;
     // Where the feature cache lives does not change what is trained.
@@ -272,7 +274,7 @@ fn check_resume(p: &Prepared, resume: bool) -> Result<()> {
         if !trained_as(p).context("--resume")? {
             bail!(
                 "--resume: the experiment differs from the one {} was started with (only train.max_steps, scoring, \
-                 data.root and features.cache_dir may change); use a new name to start another run",
+                 data.root, features.cache_dir and the description may change); use a new name to start another run",
                 p.run.root.display()
             );
         }
@@ -657,6 +659,28 @@ mod tests {
             set: DataSet::Dev,
             split: Split::Train,
             name: ClipName::parse(&file).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_run_identity_ignores_what_does_not_change_training() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/demo/dual_branch_cnn.json");
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            identity(&Experiment::load(&file, &sets).unwrap()).unwrap()
+        };
+        let base = load(&[]);
+        for same in [
+            "description=\"reworded\"",
+            "train.max_steps=7",
+            "features.cache_dir=\"elsewhere\"",
+            "data.root=\"other\"",
+            "scoring.backend={\"kind\": \"knn\"}",
+        ] {
+            assert_eq!(load(&[same]), base, "{same} should not change the identity");
+        }
+        for differs in ["model.attention=false", "train.batch_size=3", "seed=9"] {
+            assert_ne!(load(&[differs]), base, "{differs} should change the identity");
         }
     }
 

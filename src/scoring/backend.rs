@@ -116,9 +116,12 @@ impl Fusion {
         let members: Vec<(Box<dyn Fitted>, f64, f64)> = members
             .into_iter()
             .map(|m| {
-                let mut t = m.train_scores();
-                let (mean, std) = znorm_with(&mut t);
-                train_z.push(t);
+                let t = m.train_scores();
+                // Statistics of the finite scores: a clip without a
+                // leave-one-out fit scores +inf and must not poison them.
+                let mut finite: Vec<f64> = t.iter().copied().filter(|v| v.is_finite()).collect();
+                let (mean, std) = znorm_with(&mut finite);
+                train_z.push(t.iter().map(|v| (v - mean) / std).collect());
                 (m, mean, std)
             })
             .collect();

@@ -64,7 +64,7 @@ struct Gaussian {
     cov: Cholesky,
     /// `(1 − α) W/(n − 1) + α μ I`: the covariance without one clip, before
     /// the rank-one term (W the scatter matrix, μ = tr(S)/p of the full fit).
-    loo_base: Option<Cholesky>,
+    loo_base: Cholesky,
     alpha: f64,
 }
 
@@ -88,7 +88,9 @@ impl Gaussian {
             s
         };
         let cov = Cholesky::new(&shrunk(n as f64))?;
-        let loo_base = if n > 2 { Some(Cholesky::new(&shrunk((n - 1) as f64))?) } else { None };
+        // With two clips, leaving one out leaves the shrinkage target αμ·I
+        // alone: still positive definite, so every n ≥ 2 has a leave-one-out fit.
+        let loo_base = Cholesky::new(&shrunk((n - 1) as f64))?;
         Ok(Gaussian { n, mean: m, cov, loo_base, alpha })
     }
 
@@ -102,10 +104,9 @@ impl Gaussian {
     /// `B − β u uᵀ` (β = (1 − α) n/(n − 1)²) and x − m₍₋ₓ₎ = c·u (c = n/(n − 1)),
     /// so the distance is `c² q / (1 − β q)` with `q = uᵀ B⁻¹ u`.
     fn loo_dist2(&self, x: &[f64]) -> f64 {
-        let Some(base) = &self.loo_base else { return f64::INFINITY };
         let n = self.n as f64;
         let u: Vec<f64> = x.iter().zip(&self.mean).map(|(a, b)| a - b).collect();
-        let q = base.quad(&u);
+        let q = self.loo_base.quad(&u);
         let c = n / (n - 1.0);
         let beta = (1.0 - self.alpha) * n / ((n - 1.0) * (n - 1.0));
         c * c * q / (1.0 - beta * q)
@@ -204,6 +205,16 @@ mod tests {
             let got = g.loo_dist2(&x[i]);
             assert!((got - want).abs() < 1e-9 * want.max(1.0), "clip {i}: {got} vs refit {want}");
         }
+    }
+
+    #[test]
+    fn two_clips_still_have_finite_leave_one_out_distances() {
+        let x = rows(2, 3, 9);
+        let g = Gaussian::fit(&x, 0.1).unwrap();
+        // Without the other clip, the Gaussian is centred on it with covariance αμ·I.
+        let mu = scatter(&x, &mean(&x), None).trace() / 2.0 / 3.0;
+        let d2: f64 = x[0].iter().zip(&x[1]).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / (0.1 * mu);
+        assert!((g.loo_dist2(&x[0]) - d2).abs() < 1e-9 * d2);
     }
 
     #[test]

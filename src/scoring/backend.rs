@@ -20,12 +20,11 @@ pub trait Fitted: Send + Sync {
     fn train_scores(&self) -> Vec<f64>;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackendConfig {
     /// kNN with source and target banks, configured by `scoring.knn`.
-    #[default]
-    Knn,
+    Knn(KnnFromScoring),
     /// kNN over all clips with local-density rescaling (no domain labels).
     KnnRescale(KnnRescaleConfig),
     /// kNN against k-means centres of each domain (`scoring.knn` settings).
@@ -37,6 +36,19 @@ pub enum BackendConfig {
     /// Several back-ends, each z-normalised by its training-clip scores, combined.
     Fusion(FusionConfig),
 }
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig::Knn(KnnFromScoring {})
+    }
+}
+
+/// The `knn` back-end has no fields of its own: its settings are
+/// `scoring.knn`, and a field given here (`{"kind": "knn", "k": 3}`) is an
+/// error rather than silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KnnFromScoring {}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +87,7 @@ impl BackendConfig {
         };
         let (s, t) = (wide(source), wide(target));
         Ok(match self {
-            BackendConfig::Knn => Box::new(KnnScorer::fit(knn, source, target, seed)?),
+            BackendConfig::Knn(_) => Box::new(KnnScorer::fit(knn, source, target, seed)?),
             BackendConfig::KnnRescale(c) => Box::new(KnnRescale::fit(c, &s, &t)?),
             BackendConfig::KmeansKnn(c) => Box::new(KmeansKnn::fit(c, knn, &s, &t, seed)?),
             BackendConfig::Mahalanobis(c) => Box::new(Mahalanobis::fit(c, &s, &t)?),
@@ -181,6 +193,9 @@ mod tests {
         c.validate().unwrap();
         assert!(serde_json::from_str::<BackendConfig>(r#"{"kind": "mahalanobis", "shrink": 0.5}"#).is_err());
         assert!(serde_json::from_str::<BackendConfig>(r#"{"kind": "isolation_forest"}"#).is_err());
+        // kNN's settings live in scoring.knn: a field here is refused, not ignored.
+        assert!(serde_json::from_str::<BackendConfig>(r#"{"kind": "knn", "k": 3}"#).is_err());
+        assert_eq!(serde_json::to_string(&BackendConfig::default()).unwrap(), r#"{"kind":"knn"}"#);
         let lone: BackendConfig = serde_json::from_str(r#"{"kind": "fusion", "members": [{"kind": "knn"}]}"#).unwrap();
         assert!(lone.validate().is_err());
 

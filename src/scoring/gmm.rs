@@ -172,7 +172,7 @@ impl Gmm {
             })
             .collect();
         let comps = em(&rows, m_step(&rows, &resp, cfg.covariance, cfg.reg_covar)?, cfg)?;
-        let train_nll = e_step(&rows, &comps).0.into_iter().map(|l| -l).collect();
+        let train_nll = nll(&rows, &comps);
         Ok(Gmm { cfg: cfg.clone(), comps, train_nll })
     }
 }

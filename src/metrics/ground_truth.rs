@@ -258,17 +258,10 @@ impl GroundTruth {
             }
             if domains.len() != labels.len() {
                 let names: std::collections::HashSet<&String> = labels.iter().map(|(n, _)| n).collect();
-                match domains.keys().find(|n| !names.contains(n)) {
-                    Some(extra) => bail!("clip '{extra}' of {} is missing from {}", dpath.display(), path.display()),
-                    // Same names, different counts: a clip listed twice.
-                    None => bail!(
-                        "{} lists {} rows but {} names {} clips: a clip is listed twice",
-                        path.display(),
-                        labels.len(),
-                        dpath.display(),
-                        domains.len()
-                    ),
-                }
+                // Both files are free of duplicates (read_binary_csv) and every
+                // label row has a domain, so the domain file has an extra clip.
+                let extra = domains.keys().find(|n| !names.contains(n)).expect("an extra domain row");
+                bail!("clip '{extra}' of {} is missing from {}", dpath.display(), path.display());
             }
             let mut t = MachineTruth::new(rows).with_context(|| format!("in {}", path.display()))?;
             let apath = attr_dir.join(&file);

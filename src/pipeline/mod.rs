@@ -98,6 +98,16 @@ impl Prepared {
         self.dataset.clips.iter().filter(|c| c.split == Split::Train && !self.held_out.contains(&c.path)).collect()
     }
 
+    /// The checkpoint `scoring.checkpoint` names (`selected`: what the
+    /// training's selection rule chose).
+    pub fn scoring_checkpoint(&self) -> Result<PathBuf> {
+        let selector = match self.exp.scoring.checkpoint.as_str() {
+            "selected" => self.exp.train.selection.checkpoint(),
+            other => other,
+        };
+        self.run.select(selector)
+    }
+
     /// The groups of a per-group experiment, in the report's order.
     pub fn groups(&self) -> Result<Vec<MachineGroup>> {
         let present: Vec<MachineGroup> = MachineGroup::ALL
@@ -259,7 +269,6 @@ fn train_units(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Resul
     Ok(())
 }
 
-/// With `--resume`, the saved configuration must be the one asked for.
 /// Whether the run folder was trained with this experiment (its saved
 /// configuration has the same identity).
 fn trained_as(p: &Prepared) -> Result<bool> {
@@ -268,6 +277,7 @@ fn trained_as(p: &Prepared) -> Result<bool> {
     Ok(identity(&saved)? == identity(&p.exp)?)
 }
 
+/// With `--resume`, the saved configuration must be the one asked for.
 fn check_resume(p: &Prepared, resume: bool) -> Result<()> {
     std::fs::create_dir_all(&p.run.root).with_context(|| format!("cannot create {}", p.run.root.display()))?;
     if resume {
@@ -520,11 +530,7 @@ pub fn score(p: &Prepared, backend: BackendName, out: Option<&Path>, quiet: bool
 }
 
 fn score_unit(p: &Prepared, device: &Device, dir: &Path, quiet: bool) -> Result<()> {
-    let selector = match p.exp.scoring.checkpoint.as_str() {
-        "selected" => p.exp.train.selection.checkpoint(),
-        other => other,
-    };
-    let ckpt = p.run.select(selector)?;
+    let ckpt = p.scoring_checkpoint()?;
     let all: Vec<&Clip> = p.dataset.clips.iter().collect();
     let out = p.exp.model.visit(InferVisitor { p, checkpoint: &ckpt, clips: &all, device, quiet })?;
     let scoring = p.exp.model.info().scoring();

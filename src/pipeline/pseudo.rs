@@ -72,11 +72,7 @@ pub fn pseudo_labels(
     if clips.is_empty() {
         bail!("no training clip of a concealed-attribute machine (noAttribute) under {}", p.exp.data.root.display());
     }
-    let selector = match p.exp.scoring.checkpoint.as_str() {
-        "selected" => p.exp.train.selection.checkpoint(),
-        other => other,
-    };
-    let checkpoint = p.run.select(selector)?;
+    let checkpoint = p.scoring_checkpoint()?;
     let device = backend::device(backend)?;
     say(quiet, &format!("embedding {} training clips with {}", clips.len(), checkpoint.display()));
     let out = p.exp.model.visit(InferVisitor { p, checkpoint: &checkpoint, clips: &clips, device: &device, quiet })?;

@@ -69,7 +69,7 @@ pub fn device(name: BackendName) -> Result<Device> {
             BackendName::compiled().iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(match name {
+    let device = match name {
         BackendName::Flex => Device::flex(),
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
@@ -80,7 +80,49 @@ pub fn device(name: BackendName) -> Result<Device> {
         BackendName::Cuda => Device::cuda(0),
         #[allow(unreachable_patterns)]
         _ => unreachable!("checked by is_compiled"),
-    })
+    };
+    if matches!(name, BackendName::Wgpu | BackendName::Cuda) {
+        probe(name, || {
+            burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+        })?;
+    }
+    Ok(device)
+}
+
+/// What a GPU backend needs from the machine, for the probe's message.
+fn requirement(name: BackendName) -> &'static str {
+    match name {
+        BackendName::Cuda => {
+            "the NVIDIA driver (libcuda.so.1) and, for kernels, libdevice under CUDA_PATH (README \"Backends\")"
+        }
+        BackendName::Wgpu => "a Vulkan, Metal or DX12 driver (on Linux libvulkan.so.1 and an ICD, e.g. mesa-vulkan-drivers)",
+        _ => "nothing",
+    }
+}
+
+/// Runs `first_op` (a first tiny operation on a new device). A backend
+/// whose driver is missing panics inside its runtime, often on a worker
+/// thread with a second panic on the caller's side; here that becomes one
+/// error line naming the backend, the first panic message and what the
+/// backend needs. Panic messages are kept off stderr while it runs.
+pub fn probe(name: BackendName, first_op: impl FnOnce()) -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+        record.lock().unwrap_or_else(|e| e.into_inner()).push(msg.unwrap_or_else(|| "unknown panic".into()));
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(first_op));
+    std::panic::set_hook(previous);
+    if outcome.is_ok() {
+        return Ok(());
+    }
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let first = seen.first().map_or("unknown panic", |s| s.as_str()).lines().next().unwrap_or("").trim();
+    bail!("backend '{name}' cannot start on this machine ({first}); it needs {}; use --backend flex", requirement(name))
 }
 
 #[cfg(test)]
@@ -99,5 +141,26 @@ mod tests {
             }
         }
         assert!(BackendName::compiled().contains(&BackendName::Flex));
+    }
+
+    #[test]
+    fn a_backend_that_panics_on_start_is_one_error_line() {
+        // As cudarc without a driver: the runtime's thread panics, then the
+        // caller's receive fails.
+        let err = probe(BackendName::Cuda, || {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let worker = std::thread::spawn(move || {
+                let _tx = tx;
+                panic!("Unable to dynamically load the cuda shared library\nmore detail");
+            });
+            let _ = worker.join();
+            rx.recv().unwrap();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.starts_with("backend 'cuda' cannot start on this machine (Unable to dynamically load"), "{err}");
+        assert!(err.contains("libcuda.so.1") && err.contains("--backend flex"), "{err}");
+        assert!(probe(BackendName::Wgpu, || {}).is_ok());
     }
 }

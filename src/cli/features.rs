@@ -16,7 +16,7 @@ pub enum KindArg {
     Spectrum,
     /// Dual Branch CNN spectrogram: |STFT| 1024/512 Hann, no centring, minus its temporal mean.
     Spectrogram,
-    /// librosa log-mel in dB (--preset nf_cdee or baseline).
+    /// librosa log-mel in dB (--preset nf_cdee, baseline or official_ae).
     Logmel,
     /// Kaldi fbank as the pretrained model sees it (--preset beats or eat).
     Fbank,
@@ -29,6 +29,8 @@ pub enum PresetArg {
     NfCdee,
     /// log-mel n_fft 1024, hop 512, 128 mels.
     Baseline,
+    /// baseline with the official AE code's floor (f64 epsilon, not 1e-10).
+    OfficialAe,
     /// BEATs: (fbank(x·2^15) − 15.41663) / (2·6.55582).
     Beats,
     /// EAT: fbank(x − mean) padded/cropped, then (f + 4.268) / (2·4.569).
@@ -42,7 +44,8 @@ pub enum PresetArg {
                   spectrum is 1 × bins), exactly what the model sees.\n\n\
                   --kind logmel --preset nf_cdee = librosa.power_to_db(librosa.feature.melspectrogram(\
                   y=x, sr=16000, n_fft=8192, hop_length=512, n_mels=256, power=2.0), ref=1.0, \
-                  amin=1e-10, top_db=None).T (baseline: n_fft 1024, 128 mels).\n\
+                  amin=1e-10, top_db=None).T (baseline: n_fft 1024, 128 mels; official_ae: baseline floored at \
+                  the f64 epsilon as the official AE code does).\n\
                   --kind fbank --preset beats = (kaldi.fbank(x·2^15, 128 bins, 25/10 ms) − 15.41663) / \
                   (2·6.55582); --preset eat = EAT fbank padded/cropped to --eat-frames (or the next \
                   multiple of --eat-multiple-of), then (f + 4.268) / (2·4.569).\n\n\
@@ -53,7 +56,7 @@ pub struct FeaturesArgs {
     /// Which front-end.
     #[arg(long, value_enum)]
     pub kind: KindArg,
-    /// Preset of the log-mel (nf_cdee, baseline) or fbank (beats, eat) front-end.
+    /// Preset of the log-mel (nf_cdee, baseline, official_ae) or fbank (beats, eat) front-end.
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
     /// A wav file, or a folder searched recursively for *.wav.
@@ -84,7 +87,10 @@ impl FeaturesArgs {
             }
             (KindArg::Logmel, Some(PresetArg::NfCdee)) => FrontEnd::Logmel { preset: LogmelPreset::NfCdee },
             (KindArg::Logmel, Some(PresetArg::Baseline)) => FrontEnd::Logmel { preset: LogmelPreset::Baseline },
-            (KindArg::Logmel, _) => bail!("--kind logmel needs --preset nf_cdee or --preset baseline"),
+            (KindArg::Logmel, Some(PresetArg::OfficialAe)) => FrontEnd::Logmel { preset: LogmelPreset::OfficialAe },
+            (KindArg::Logmel, _) => {
+                bail!("--kind logmel needs --preset nf_cdee, --preset baseline or --preset official_ae")
+            }
             (KindArg::Fbank, Some(PresetArg::Beats)) => {
                 FrontEnd::Fbank { preset: FbankPreset::Beats, eat_length: None }
             }
@@ -162,6 +168,10 @@ mod tests {
     fn kinds_and_presets() {
         assert_eq!(parse("--kind logmel --preset nf_cdee").unwrap(), FrontEnd::Logmel { preset: LogmelPreset::NfCdee });
         assert_eq!(parse("--kind spectrum").unwrap(), FrontEnd::Spectrum { seconds: 10.0 });
+        assert_eq!(
+            parse("--kind logmel --preset official_ae").unwrap(),
+            FrontEnd::Logmel { preset: LogmelPreset::OfficialAe }
+        );
         assert_eq!(
             parse("--kind fbank --preset eat --eat-multiple-of 32").unwrap(),
             FrontEnd::Fbank { preset: FbankPreset::Eat, eat_length: Some(EatLength::RoundUp(32)) }

@@ -74,6 +74,10 @@ pub struct DataConfig {
     /// With `per_group`: the groups to train (empty = every group present).
     #[serde(default)]
     pub groups: Vec<MachineGroup>,
+    /// Train one model per machine type present (the official AE
+    /// baseline), each in its own sub-run `machines/<machine>/`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub per_machine: bool,
     /// Auxiliary-task classes.
     #[serde(default)]
     pub labels: LabelScheme,
@@ -92,6 +96,10 @@ pub struct DataConfig {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn dev_only() -> Vec<DataSet> {
@@ -141,6 +149,10 @@ pub struct ScoringConfig {
     /// Clips per forward pass when embedding.
     #[serde(default = "embed_batch")]
     pub batch_size: usize,
+    /// Which of its own scores a model that offers several reports (the
+    /// official AE: `selective_mahalanobis`, its default, or `mse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_score: Option<String>,
 }
 
 fn selected() -> String {
@@ -158,6 +170,7 @@ impl Default for ScoringConfig {
             backend: BackendConfig::default(),
             decision: DecisionRule::default(),
             batch_size: embed_batch(),
+            model_score: None,
         }
     }
 }
@@ -206,8 +219,12 @@ impl Experiment {
         if self.data.per_group && self.data.group.is_some() {
             bail!("data.group and data.per_group exclude each other");
         }
+        if self.data.per_group && self.data.per_machine {
+            bail!("data.per_group and data.per_machine exclude each other");
+        }
         let info = self.model.info();
         info.validate()?;
+        self.model_score()?;
         let terms = info.loss_terms();
         if terms > 0 {
             self.loss.validate(terms)?;
@@ -215,6 +232,22 @@ impl Experiment {
             bail!("loss.weights: model kind {} has no classification loss to weight", self.model.kind());
         }
         Ok(())
+    }
+
+    /// The model's own score to report (`scoring.model_score`, or the
+    /// model's default); `None` for a model that offers no choice.
+    pub fn model_score(&self) -> Result<Option<&'static str>> {
+        let offered = self.model.info().model_scores();
+        match (&self.scoring.model_score, offered.first()) {
+            (None, first) => Ok(first.copied()),
+            (Some(s), None) => {
+                bail!("scoring.model_score \"{s}\": model kind {} offers one score only", self.model.kind())
+            }
+            (Some(s), Some(_)) => match offered.iter().find(|o| **o == s.as_str()) {
+                Some(o) => Ok(Some(*o)),
+                None => bail!("scoring.model_score \"{s}\" is not one of {}", offered.join(", ")),
+            },
+        }
     }
 
     /// The run directory of this experiment under `checkpoints`.

@@ -27,7 +27,11 @@
 //!   rounded to f32 again (numpy's `weights *= enorm` on a float32 array).
 //!   Stored sparsely (each band keeps only its non-zero run of bins).
 //! - dB: `10·log10(max(S, 1e-10))` in f32 (ref 1, no top_db clipping), so
-//!   digital silence gives −100 dB.
+//!   digital silence gives −100 dB. The official AE baseline's preset
+//!   (`official_ae`) floors at `sys.float_info.epsilon` instead, rounded to
+//!   f32 as numpy does (`dcase2023_task2_baseline_ae`, `datasets/loader_common.py`
+//!   `file_to_vectors`: `20/power · log10(maximum(mel, epsilon))`), so its
+//!   digital silence is −156.5 dB.
 
 use super::Frames;
 use super::fft::hann_periodic;
@@ -48,13 +52,17 @@ pub enum LogmelPreset {
     NfCdee,
     /// Official DCASE baseline: n_fft 1024, hop 512, 128 mels.
     Baseline,
+    /// The official AE baseline's own features: `baseline` with the floor
+    /// of its code (f64 epsilon instead of librosa's 1e-10).
+    OfficialAe,
 }
 
 impl LogmelPreset {
     pub fn config(self) -> LogmelConfig {
         match self {
-            LogmelPreset::NfCdee => LogmelConfig { n_fft: 8192, hop: 512, n_mels: 256 },
-            LogmelPreset::Baseline => LogmelConfig { n_fft: 1024, hop: 512, n_mels: 128 },
+            LogmelPreset::NfCdee => LogmelConfig { n_fft: 8192, hop: 512, n_mels: 256, amin: AMIN },
+            LogmelPreset::Baseline => LogmelConfig { n_fft: 1024, hop: 512, n_mels: 128, amin: AMIN },
+            LogmelPreset::OfficialAe => LogmelConfig { n_fft: 1024, hop: 512, n_mels: 128, amin: f64::EPSILON as f32 },
         }
     }
 
@@ -62,20 +70,24 @@ impl LogmelPreset {
     pub fn extractor(self) -> &'static LogMel {
         static NF: OnceLock<LogMel> = OnceLock::new();
         static BASE: OnceLock<LogMel> = OnceLock::new();
+        static AE: OnceLock<LogMel> = OnceLock::new();
         let cell = match self {
             LogmelPreset::NfCdee => &NF,
             LogmelPreset::Baseline => &BASE,
+            LogmelPreset::OfficialAe => &AE,
         };
         cell.get_or_init(|| LogMel::new(self.config()))
     }
 }
 
 /// Log-mel parameters (sample rate 16 kHz, window = n_fft, fmin 0, fmax 8 kHz).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogmelConfig {
     pub n_fft: usize,
     pub hop: usize,
     pub n_mels: usize,
+    /// Power floor before the logarithm.
+    pub amin: f32,
 }
 
 /// One mel band: weights of the FFT bins `start .. start + weights.len()`.
@@ -200,7 +212,13 @@ pub fn mel_frequencies(n: usize, fmin: f64, fmax: f64) -> Vec<f64> {
 /// librosa `power_to_db` with `ref=1.0, amin=1e-10, top_db=None`.
 #[inline]
 pub fn power_to_db(s: f32) -> f32 {
-    10.0 * s.max(AMIN).log10()
+    power_to_db_floor(s, AMIN)
+}
+
+/// `10·log10(max(s, amin))` in f32.
+#[inline]
+pub fn power_to_db_floor(s: f32, amin: f32) -> f32 {
+    10.0 * s.max(amin).log10()
 }
 
 /// A precomputed log-mel extractor (window + sparse filterbank).
@@ -243,7 +261,7 @@ impl LogMel {
             let out = &mut data[t * c.n_mels..(t + 1) * c.n_mels];
             self.bank.apply(&power, out);
             for v in out.iter_mut() {
-                *v = power_to_db(*v);
+                *v = power_to_db_floor(*v, c.amin);
             }
         });
         Ok(Frames::new(data, rows, c.n_mels))

@@ -10,6 +10,7 @@ pub mod beats_eat;
 pub mod dual_branch_cnn;
 pub mod eat;
 pub mod nf_cdee;
+pub mod official_ae;
 pub mod spec;
 pub mod state_dict;
 
@@ -26,6 +27,7 @@ pub enum ModelConfig {
     NfCdee(nf_cdee::NfCdeeConfig),
     EatLora(eat::EatLoraConfig),
     BeatsEat(beats_eat::BeatsEatConfig),
+    OfficialAe(official_ae::OfficialAeConfig),
 }
 
 impl ModelConfig {
@@ -37,6 +39,7 @@ impl ModelConfig {
             ModelConfig::NfCdee(c) => c,
             ModelConfig::EatLora(c) => c,
             ModelConfig::BeatsEat(c) => c,
+            ModelConfig::OfficialAe(c) => c,
         }
     }
 
@@ -48,6 +51,7 @@ impl ModelConfig {
             ModelConfig::NfCdee(c) => v.visit(c),
             ModelConfig::EatLora(c) => v.visit(c),
             ModelConfig::BeatsEat(c) => v.visit(c),
+            ModelConfig::OfficialAe(c) => v.visit(c),
         }
     }
 

@@ -4,6 +4,7 @@
 //! the run manifest) asks it for everything through this trait and never
 //! names a model.
 
+use crate::data::naming::Domain;
 use crate::features::frontend::FrontEnd;
 use crate::features::{Frames, SpecAugment};
 use crate::nn::LossConfig;
@@ -58,6 +59,19 @@ pub trait ModelInfo {
     fn pretrained_files(&self) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
+    /// The scores a likelihood-scored model offers for `scoring.model_score`,
+    /// its default first (empty: one score, nothing to choose). A model
+    /// offering any is scored machine by machine, each after
+    /// [`ModelSpec::fit_score`].
+    fn model_scores(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Fields of the model's config read only when scoring (the official
+    /// AE's covariance ridge): changing one neither retrains nor refuses a
+    /// trained run.
+    fn scoring_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A model as the pipeline drives it.
@@ -81,6 +95,21 @@ pub trait ModelSpec: ModelInfo {
     /// The model as scored (eval mode; adapters merged where a model has them).
     fn for_inference(&self, model: Self::Model) -> Self::Model {
         model.valid()
+    }
+
+    /// Readies a model in inference form to score one machine's clips with
+    /// `score` (one of [`ModelInfo::model_scores`]). A score fitted on
+    /// training clips (the official AE's error covariances per domain)
+    /// reads `train`: that machine's training clips, in batches, with each
+    /// clip's domain. Default: the model unchanged.
+    fn fit_score(
+        &self,
+        model: Self::Model,
+        score: &str,
+        train: &mut dyn Iterator<Item = Result<(Self::Batch, Vec<Domain>)>>,
+    ) -> Result<Self::Model> {
+        let _ = (score, train);
+        Ok(model)
     }
 
     /// Scoring output of a batch: L2-normalised embeddings [B, D]

@@ -83,6 +83,11 @@ impl StateDict {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         let mut tensors = BTreeMap::new();
         for (name, t) in reader.into_tensors() {
+            // PyTorch BatchNorm's int64 step counters are not weights and no
+            // model here reads them.
+            if name.ends_with(".num_batches_tracked") {
+                continue;
+            }
             if !matches!(t.dtype(), pytorch_reader::DType::F32 | pytorch_reader::DType::F64) {
                 bail!(
                     "{}: tensor {name} has dtype {:?}; the checkpoint should hold float32 tensors",

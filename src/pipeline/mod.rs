@@ -18,7 +18,7 @@ use crate::experiment::Experiment;
 use crate::metrics::ground_truth::GroundTruth;
 use crate::metrics::official::{MachineInput, MachineReport, Report};
 use crate::metrics::{self, DecisionRule, submission};
-use crate::models::{InitContext, ModelSpec, Scoring, SpecVisitor};
+use crate::models::{BatchContext, InitContext, ModelSpec, Scoring, SpecVisitor};
 use crate::train::{self, RunDir, RunOptions, checkpoint};
 use crate::util::atomic;
 use anyhow::{Context, Result, bail};
@@ -130,8 +130,22 @@ impl Prepared {
     }
 
     /// What is trained and scored as one model: the run itself, or one
-    /// sub-run per machine group (`groups/<group>/`).
+    /// sub-run per machine group (`groups/<group>/`) or per machine type
+    /// (`machines/<machine>/`).
     pub fn units(&self) -> Result<Vec<Prepared>> {
+        if self.exp.data.per_machine {
+            return self
+                .dataset
+                .machines()
+                .into_iter()
+                .map(|m| {
+                    let mut exp = self.exp.clone();
+                    exp.data.per_machine = false;
+                    exp.data.machines = vec![m.clone()];
+                    prepare_in(exp, self.run.machine(&m))
+                })
+                .collect();
+        }
         if !self.exp.data.per_group {
             return Ok(vec![self.clone()]);
         }
@@ -179,7 +193,7 @@ pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Resul
         if !trained_as(p)? {
             bail!(
                 "{} was trained with another configuration of {} (only train.max_steps, scoring, data.root, \
-                 features.cache_dir and the description may differ); remove it, pass --overwrite (systems) or use another output folder",
+                 features.cache_dir, the description and a model's scoring-only settings may differ); remove it, pass --overwrite (systems) or use another output folder",
                 p.run.root.display(),
                 p.exp.name
             );
@@ -224,6 +238,9 @@ fn identity(exp: &Experiment) -> Result<serde_json::Value> {
     // Prose: rewording an experiment's description changes nothing trained.
     v["description"] = serde_json::Value::Null;
     v["scoring"] = serde_json::Value::Null;
+    for f in exp.model.info().scoring_fields() {
+        v["model"][*f] = serde_json::Value::Null;
+    }
     v["data"]["root"] = serde_json::Value::Null;
     // Where the feature cache lives does not change what is trained.
     v["features"]["cache_dir"] = serde_json::Value::Null;
@@ -255,13 +272,18 @@ fn has_checkpoint(dir: &Path) -> bool {
 
 fn train_units(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<()> {
     let device = backend::device(backend)?.autodiff();
-    if p.exp.data.per_group {
+    let split = p.exp.data.per_group || p.exp.data.per_machine;
+    if split {
         check_resume(p, opts.resume)?;
         atomic::write_json(&p.run.config(), &p.exp)?;
     }
     for u in p.units()? {
-        if p.exp.data.per_group && !opts.quiet {
-            eprintln!("group {}: {} training clips", u.exp.data.group.map_or("", |g| g.name()), u.train_clips().len());
+        if split && !opts.quiet {
+            let unit = match u.exp.data.group {
+                Some(g) => format!("group {}", g.name()),
+                None => u.exp.data.machines.join(","),
+            };
+            eprintln!("{unit}: {} training clips", u.train_clips().len());
         }
         let resume = opts.resume && u.run.steps_done()?.is_some();
         train_unit(&u, backend, &device, &TrainOptions { resume, ..*opts })?;
@@ -346,7 +368,7 @@ impl SpecVisitor for TrainVisitor<'_> {
         let infer = device.clone().inner();
         let validator = |m: &S::Model| -> Result<f64> {
             let model = spec.for_inference(m.clone());
-            let out = inputs.infer(spec, &model, &all, p.exp.scoring.batch_size, &infer, true)?;
+            let out = outputs(p, spec, &inputs, model, &all, &infer, true)?;
             test_label_validation(p, &all, &out, spec.scoring())?.ok_or_else(|| {
                 anyhow::anyhow!("train.selection test_labels_dev_only: no machine has labelled test clips")
             })
@@ -393,8 +415,46 @@ impl SpecVisitor for InferVisitor<'_> {
         inputs.prefetch(self.clips, self.quiet)?;
         let model = checkpoint::load_model(spec.init(&init_context(p, false), self.device)?, self.checkpoint)?;
         let model = spec.for_inference(model);
-        inputs.infer(spec, &model, self.clips, p.exp.scoring.batch_size, self.device, self.quiet)
+        outputs(p, spec, &inputs, model, self.clips, self.device, self.quiet)
     }
+}
+
+/// The scoring outputs of `clips` (`out[i]` for `clips[i]`). A model
+/// offering a choice of its own scores is readied for each machine in
+/// turn ([`ModelSpec::fit_score`] on that machine's training clips) and
+/// scores that machine's clips.
+fn outputs<S: ModelSpec>(
+    p: &Prepared,
+    spec: &S,
+    inputs: &Inputs,
+    model: S::Model,
+    clips: &[&Clip],
+    device: &Device,
+    quiet: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let batch = p.exp.scoring.batch_size;
+    let Some(score) = p.exp.model_score()? else {
+        return inputs.infer(spec, &model, clips, batch, device, quiet);
+    };
+    let mut out = vec![Vec::new(); clips.len()];
+    let machines: BTreeSet<&str> = clips.iter().map(|c| c.machine.as_str()).collect();
+    for m in machines {
+        let train: Vec<&Clip> = p.train_clips().into_iter().filter(|c| c.machine == m).collect();
+        let ctx = BatchContext { labels: None, specaugment: None, seed: 0 };
+        let mut batches = train.chunks(batch.max(1)).map(|chunk| {
+            let domains = chunk.iter().map(|c| c.domain().unwrap_or(Domain::Source)).collect();
+            Ok((inputs.batch(spec, chunk, &ctx, device)?, domains))
+        });
+        let fitted = spec
+            .fit_score(model.clone(), score, &mut batches)
+            .with_context(|| format!("fitting the {score} score of {m} on its training clips"))?;
+        let ix: Vec<usize> = (0..clips.len()).filter(|&i| clips[i].machine == m).collect();
+        let mine: Vec<&Clip> = ix.iter().map(|&i| clips[i]).collect();
+        for (i, o) in ix.into_iter().zip(inputs.infer(spec, &fitted, &mine, batch, device, quiet)?) {
+            out[i] = o;
+        }
+    }
+    Ok(out)
 }
 
 /// One machine's scores: its test clips (indices into the scored clips)
@@ -688,6 +748,11 @@ mod tests {
         for differs in ["model.attention=false", "train.batch_size=3", "seed=9"] {
             assert_ne!(load(&[differs]), base, "{differs} should change the identity");
         }
+        // A model's scoring-only field (the official AE's ridge) is ignored; its others count.
+        let ae = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/demo/official_ae.json");
+        let load = |set: &str| identity(&Experiment::load(&ae, &[set.to_string()]).unwrap()).unwrap();
+        assert_eq!(load("model.ridge=0.01"), load("scoring.model_score=\"mse\""));
+        assert_ne!(load("model.ridge=0.01"), load("model.hidden=64"));
     }
 
     #[test]

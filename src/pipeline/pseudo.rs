@@ -60,8 +60,8 @@ pub fn pseudo_labels(
     if p.exp.model.info().scoring() != Scoring::Embedding {
         bail!("{} is not an embedding model: pseudo-attributes cluster embeddings", p.exp.name);
     }
-    if p.exp.data.per_group {
-        bail!("{} trains one model per group; pseudo-attributes need one embedding model", p.exp.name);
+    if p.exp.data.per_group || p.exp.data.per_machine {
+        bail!("{} trains one model per group or machine; pseudo-attributes need one embedding model", p.exp.name);
     }
     let concealed = |c: &&Clip| {
         c.split == Split::Train

@@ -66,6 +66,36 @@ pub fn scatter(rows: &[Vec<f64>], m: &[f64], w: Option<&[f64]>) -> Square {
     s
 }
 
+/// Count, column means and scatter around the means of the rows of a
+/// flat row-major f32 matrix with `p` columns, in f64. Many rows (a
+/// machine's frame-level errors): the rows of the scatter are computed in
+/// parallel, each by one thread over the data rows in order, so the result
+/// does not depend on the thread count.
+pub fn flat_moments(rows: &[f32], p: usize) -> (usize, Vec<f64>, Square) {
+    use rayon::prelude::*;
+    let n = rows.len() / p;
+    let mut m = vec![0.0f64; p];
+    for r in rows.chunks_exact(p) {
+        m.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64);
+    }
+    m.iter_mut().for_each(|a| *a /= n.max(1) as f64);
+    let c: Vec<f64> = rows.chunks_exact(p).flat_map(|r| r.iter().zip(&m).map(|(&a, b)| a as f64 - b)).collect();
+    let mut s = Square::zeros(p);
+    // Upper triangle, row i of the scatter: Σ_r c_ri · c_r[i..].
+    s.a.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
+        for r in c.chunks_exact(p) {
+            let a = r[i];
+            out[i..].iter_mut().zip(&r[i..]).for_each(|(o, &b)| *o += a * b);
+        }
+    });
+    for i in 0..p {
+        for j in 0..i {
+            s.a[i * p + j] = s.a[j * p + i];
+        }
+    }
+    (n, m, s)
+}
+
 /// Lower Cholesky factor `L` (`A = L Lᵀ`) of a symmetric positive-definite matrix.
 #[derive(Debug, Clone)]
 pub struct Cholesky {
@@ -114,6 +144,20 @@ impl Cholesky {
         self.whiten(x).iter().map(|v| v * v).sum()
     }
 
+    /// `A = L Lᵀ` again.
+    pub fn matrix(&self) -> Square {
+        let n = self.l.n;
+        let mut a = Square::zeros(n);
+        for i in 0..n {
+            for j in 0..=i {
+                let s: f64 = (0..=j).map(|k| self.l.a[i * n + k] * self.l.a[j * n + k]).sum();
+                a.a[i * n + j] = s;
+                a.a[j * n + i] = s;
+            }
+        }
+        a
+    }
+
     /// `log det A`.
     pub fn log_det(&self) -> f64 {
         2.0 * (0..self.l.n).map(|i| self.l.at(i, i).ln()).sum::<f64>()
@@ -123,6 +167,16 @@ impl Cholesky {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flat_moments_equal_the_row_scatter() {
+        let rows: Vec<Vec<f64>> =
+            (0..7).map(|r| (0..3).map(|c| ((r * 5 + c * 3) % 11) as f64 - 4.0).collect()).collect();
+        let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+        let (n, m, s) = flat_moments(&flat, 3);
+        assert_eq!((n, m.clone()), (7, mean(&rows)));
+        assert_eq!(s.a, scatter(&rows, &m, None).a);
+    }
 
     #[test]
     fn cholesky_solves_and_log_det_match_a_hand_computed_matrix() {

@@ -71,6 +71,10 @@ impl RunDir {
     pub fn group(&self, group: &str) -> RunDir {
         RunDir::new(self.root.join("groups").join(group))
     }
+    /// The sub-run of one machine type (models trained per machine).
+    pub fn machine(&self, machine: &str) -> RunDir {
+        RunDir::new(self.root.join("machines").join(machine))
+    }
 
     /// Steps done by the run's `last` checkpoint (None: not started).
     pub fn steps_done(&self) -> Result<Option<u64>> {

@@ -20,6 +20,7 @@ mod flow_parity;
 mod frontend_parity;
 mod metrics_fixtures;
 mod models;
+mod official_ae_parity;
 mod scoring_parity;
 mod systems;
 mod training_parity;

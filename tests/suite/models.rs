@@ -17,13 +17,17 @@ fn registry_kinds() -> Vec<String> {
     list.split('`').skip(1).step_by(2).map(String::from).collect()
 }
 
-/// A tiny experiment file per kind (CPU-sized settings of each model).
-const TINY: &[(&str, &str)] = &[
-    ("dual_branch_cnn", "experiments/demo/dual_branch_cnn.json"),
-    ("beats_lora", "experiments/demo/beats_lora_tiny.json"),
-    ("nf_cdee", "experiments/demo/nf_cdee.json"),
-    ("eat_lora", "experiments/demo/eat_lora_tiny.json"),
-    ("beats_eat", "experiments/demo/beats_eat_tiny.json"),
+/// A tiny experiment file per kind (CPU-sized settings of each model),
+/// with what the tiny data needs besides.
+const TINY: &[(&str, &str, &[&str])] = &[
+    ("dual_branch_cnn", "experiments/demo/dual_branch_cnn.json", &[]),
+    ("beats_lora", "experiments/demo/beats_lora_tiny.json", &[]),
+    ("nf_cdee", "experiments/demo/nf_cdee.json", &[]),
+    ("eat_lora", "experiments/demo/eat_lora_tiny.json", &[]),
+    ("beats_eat", "experiments/demo/beats_eat_tiny.json", &[]),
+    // Two 2-s target clips give 118 error vectors of 640 dimensions: a
+    // singular covariance without a ridge.
+    ("official_ae", "experiments/demo/official_ae.json", &["model.ridge=0.01"]),
 ];
 
 fn synth(root: &Path, split: &str, machines: &str) {
@@ -76,20 +80,57 @@ fn every_model_kind_trains_and_scores_through_one_path() {
     let kinds = registry_kinds();
     assert!(kinds.len() >= 2, "{kinds:?}");
     for k in &kinds {
-        assert!(TINY.iter().any(|(t, _)| t == k), "no tiny experiment for model kind {k}: add one to TINY");
+        assert!(TINY.iter().any(|(t, _, _)| t == k), "no tiny experiment for model kind {k}: add one to TINY");
     }
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("data");
     synth(&root, "dev", "fan,valve");
-    for (kind, file) in TINY {
+    for (kind, file, extra) in TINY {
         let work = d.path().join(kind);
-        let dir = train_and_score(file, &tiny_overrides(&root, &work, "[\"dev\"]"), &work);
+        let mut o = tiny_overrides(&root, &work, "[\"dev\"]");
+        o.extend(extra.iter().map(|s| s.to_string()));
+        let dir = train_and_score(file, &o, &work);
         // 2 per cell: (source, target) × (normal, anomaly) = 8 test clips.
         assert_scores(&dir, &["fan", "valve"], 8);
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("evaluation.json")).unwrap()).unwrap();
         assert!(report["official_score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{kind}");
     }
+}
+
+#[test]
+fn the_official_ae_trains_per_machine_and_offers_two_scores() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("data");
+    synth(&root, "dev", "fan,valve");
+    let mut o = tiny_overrides(&root, d.path(), "[\"dev\"]");
+    o.push("model.ridge=0.01".into());
+    let file = "experiments/demo/official_ae.json";
+    let mahala = train_and_score(file, &o, d.path());
+    for m in ["fan", "valve"] {
+        let sub = d.path().join("ckpt/demo_official_ae/machines").join(m);
+        assert!(sub.join("last").is_dir(), "{}", sub.display());
+    }
+    let scores = |dir: &Path| std::fs::read_to_string(dir.join("anomaly_score_fan_section_00_test.csv")).unwrap();
+    o.push("scoring.model_score=\"mse\"".into());
+    let exp = Experiment::load(Path::new(file), &o).unwrap();
+    let p = pipeline::prepare(exp, &d.path().join("ckpt")).unwrap();
+    let mse = pipeline::score(&p, BackendName::Flex, Some(&d.path().join("mse")), true).unwrap().dir;
+    assert_scores(&mse, &["fan", "valve"], 8);
+    assert_ne!(scores(&mahala), scores(&mse), "the two scores differ");
+    // A score the model does not offer, and a choice for a model with one score.
+    o.push("scoring.model_score=\"knn\"".into());
+    let err = Experiment::load(Path::new(file), &o).unwrap_err();
+    assert!(format!("{err:#}").contains("not one of selective_mahalanobis, mse"), "{err:#}");
+    let o = [format!("data.root={}", root.display()), "scoring.model_score=\"mse\"".into()];
+    let err = Experiment::load(Path::new("experiments/demo/nf_cdee.json"), &o).unwrap_err();
+    assert!(format!("{err:#}").contains("offers one score only"), "{err:#}");
+    // Without a ridge the two short target clips cannot give a covariance: the error says so.
+    let o = tiny_overrides(&root, d.path(), "[\"dev\"]");
+    let p = pipeline::prepare(Experiment::load(Path::new(file), &o).unwrap(), &d.path().join("ckpt")).unwrap();
+    let err = pipeline::score(&p, BackendName::Flex, Some(&d.path().join("noridge")), true).err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("singular") && msg.contains("model.ridge") && msg.contains("fan"), "{msg}");
 }
 
 #[test]

@@ -89,8 +89,8 @@ fn table_2_coefficients_reproduce_a_fusion_computed_by_hand() {
     }
 }
 
-/// A two-member system of tiny CPU runs plus an optional member whose
-/// released checkpoint is absent.
+/// A three-member system of tiny CPU runs (NF-CDEE, the CNN, the official
+/// AE) plus an optional member whose released checkpoint is absent.
 fn tiny_system(dir: &Path) -> PathBuf {
     let sys = serde_json::json!({
         "name": "tiny",
@@ -101,12 +101,14 @@ fn tiny_system(dir: &Path) -> PathBuf {
                 "model.seconds=2.0", "train.batch_size=4", "train.max_steps=4", "train.checkpoint_every=2",
                 "train.selection={\"rule\": \"average_last\", \"k\": 2}",
                 "train.schedule={\"first_cycle_steps\": 4, \"warmup_steps\": 1, \"max_lr\": 5e-3, \"min_lr\": 1e-5}"]},
+            "ae": {"experiment": repo("experiments/demo/official_ae.json"), "set": [
+                "model.ridge=0.01", "train.batch_size=4", "train.max_steps=3"]},
             "beats": {"experiment": repo("experiments/demo/beats_lora.json"), "optional": true,
                 "set": ["model.pretrained=\"no/such/BEATs_iter3.pt\""]}
         },
         "weights": {
-            "periodic": {"nf_cdee": 0.5, "cnn": 0.5, "beats": 0.5},
-            "default": {"cnn": 1.0, "beats": 1.0}
+            "periodic": {"nf_cdee": 0.5, "cnn": 0.5, "ae": 0.2, "beats": 0.5},
+            "default": {"cnn": 1.0, "ae": 0.5, "beats": 1.0}
         }
     });
     let p = dir.join("tiny.json");
@@ -123,7 +125,7 @@ fn a_system_trains_scores_fuses_reports_and_reuses_its_stages() {
     let args = ["run", s(&sys), "--data", s(&data), "--out", s(&out)];
     let (good, table, err) = asd(&args);
     assert!(good, "{err}");
-    for name in ["nf_cdee", "cnn", "fused system", "official"] {
+    for name in ["nf_cdee", "cnn", "ae", "fused system", "official"] {
         assert!(table.contains(name), "summary table lacks {name}:\n{table}");
     }
     for m in ["gearbox", "fan"] {
@@ -131,6 +133,7 @@ fn a_system_trains_scores_fuses_reports_and_reuses_its_stages() {
         {
             assert!(out.join("submission").join(&f).is_file(), "{f}");
             assert!(out.join("members/cnn").join(&f).is_file(), "{f}");
+            assert!(out.join("members/ae").join(&f).is_file(), "{f}");
         }
         for png in [format!("roc_{m}.png"), format!("hist_{m}.png")] {
             let bytes = std::fs::read(out.join("plots").join(&png)).unwrap();
@@ -151,6 +154,7 @@ fn a_system_trains_scores_fuses_reports_and_reuses_its_stages() {
     let stages = record["stages"].as_array().unwrap();
     let reused = |name: &str| stages.iter().find(|s| s["name"] == name).unwrap()["reused"].as_bool().unwrap();
     assert!(reused("train cnn") && reused("score cnn") && reused("train nf_cdee") && reused("score nf_cdee"));
+    assert!(reused("train ae") && reused("score ae"));
     assert_eq!(record["skipped"].as_object().unwrap().len(), 1);
     let after = std::fs::read_to_string(out.join("submission/anomaly_score_fan_section_00_test.csv")).unwrap();
     assert_eq!(before, after);

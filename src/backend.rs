@@ -95,7 +95,9 @@ fn requirement(name: BackendName) -> &'static str {
         BackendName::Cuda => {
             "the NVIDIA driver (libcuda.so.1) and, for kernels, libdevice under CUDA_PATH (README \"Backends\")"
         }
-        BackendName::Wgpu => "a Vulkan, Metal or DX12 driver (on Linux libvulkan.so.1 and an ICD, e.g. mesa-vulkan-drivers)",
+        BackendName::Wgpu => {
+            "a Vulkan, Metal or DX12 driver (on Linux libvulkan.so.1 and an ICD, e.g. mesa-vulkan-drivers)"
+        }
         _ => "nothing",
     }
 }

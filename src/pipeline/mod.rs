@@ -441,13 +441,16 @@ fn outputs<S: ModelSpec>(
     for m in machines {
         let train: Vec<&Clip> = p.train_clips().into_iter().filter(|c| c.machine == m).collect();
         let ctx = BatchContext { labels: None, specaugment: None, seed: 0 };
+        let bar = crate::util::Progress::new(train.len() as u64, &format!("fit {m}"), quiet);
         let mut batches = train.chunks(batch.max(1)).map(|chunk| {
             let domains = chunk.iter().map(|c| c.domain().unwrap_or(Domain::Source)).collect();
+            bar.inc(chunk.len() as u64);
             Ok((inputs.batch(spec, chunk, &ctx, device)?, domains))
         });
         let fitted = spec
             .fit_score(model.clone(), score, &mut batches)
             .with_context(|| format!("fitting the {score} score of {m} on its training clips"))?;
+        bar.finish();
         let ix: Vec<usize> = (0..clips.len()).filter(|&i| clips[i].machine == m).collect();
         let mine: Vec<&Clip> = ix.iter().map(|&i| clips[i]).collect();
         for (i, o) in ix.into_iter().zip(inputs.infer(spec, &fitted, &mine, batch, device, quiet)?) {

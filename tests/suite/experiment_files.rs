@@ -69,6 +69,7 @@ fn system_files_reproduce_table_2() {
     let mut all = files("systems");
     all.extend(files("systems/tiny"));
     all.push(root.join("demo.json"));
+    all.push(root.join("demo_official_ae.json"));
     for f in all {
         let s = SystemConfig::load(&f).unwrap();
         for (id, m) in &s.members {

@@ -94,6 +94,13 @@ pub struct DataConfig {
     pub holdout_fraction: f64,
 }
 
+impl DataConfig {
+    /// Whether the run trains several models, one per group or per machine type.
+    pub fn split_into_units(&self) -> bool {
+        self.per_group || self.per_machine
+    }
+}
+
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }

@@ -46,7 +46,7 @@ use crate::features::Frames;
 use crate::features::frontend::FrontEnd;
 use crate::features::mel::LogmelPreset;
 use crate::nn::util::{seeded_init, to_vec};
-use crate::scoring::linalg::{Cholesky, Square, flat_moments};
+use crate::scoring::linalg::{Cholesky, Square, flat_mean, flat_moments};
 use crate::train::StepOutput;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -194,34 +194,19 @@ impl OfficialAe {
         match &self.score {
             ScoreState::Mse => {
                 let per_row = to_vec(e.powi_scalar(2).mean_dim(1));
-                clips.map(|w| mean(&per_row[w[0]..w[1]])).collect()
+                clips.map(|w| flat_mean(&per_row[w[0]..w[1]], 1)[0]).collect()
             }
             ScoreState::SelectiveMahalanobis(chol) => {
                 let e = to_vec(e);
                 clips
                     .map(|w| {
-                        let m = column_means(&e[w[0] * dim..w[1] * dim], dim);
+                        let m = flat_mean(&e[w[0] * dim..w[1] * dim], dim);
                         chol[0].quad(&m).min(chol[1].quad(&m))
                     })
                     .collect()
             }
         }
     }
-}
-
-fn mean(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
-}
-
-fn column_means(rows: &[f32], dim: usize) -> Vec<f64> {
-    let n = rows.len() / dim;
-    let mut m = vec![0.0f64; dim];
-    for r in rows.chunks(dim) {
-        for (a, &v) in m.iter_mut().zip(r) {
-            *a += v as f64;
-        }
-    }
-    m.iter().map(|s| s / n as f64).collect()
 }
 
 /// Input vector `v` of a log-mel [T, mels]: frames `v .. v + frames` side
@@ -254,11 +239,11 @@ impl Moments {
 
     /// Adds the error vectors `rows` (flat, `dim` columns).
     fn add(&mut self, rows: &[f32]) {
-        let (n, mean, scatter) = flat_moments(rows, self.mean.len());
-        let (n, total) = (n as f64, self.n + n as f64);
-        if n == 0.0 {
+        if rows.is_empty() {
             return;
         }
+        let (n, mean, scatter) = flat_moments(rows, self.mean.len());
+        let (n, total) = (n as f64, self.n + n as f64);
         let delta: Vec<f64> = mean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
         let w = self.n * n / total;
         let p = self.mean.len();
@@ -391,11 +376,11 @@ impl ModelSpec for OfficialAeConfig {
             model.score = ScoreState::Mse;
             return Ok(model);
         }
-        let mut moments = [Moments::new(self.dim()), Moments::new(self.dim())];
+        let dim = self.dim();
+        let mut moments = [Moments::new(dim), Moments::new(dim)];
         for item in train {
             let (batch, domains) = item?;
             let e = to_vec(model.errors(batch.x.clone()));
-            let dim = self.dim();
             for (d, moment) in [Domain::Source, Domain::Target].into_iter().zip(moments.iter_mut()) {
                 let rows: Vec<f32> = (0..domains.len())
                     .filter(|&i| domains[i] == d)
@@ -448,7 +433,8 @@ fn key_map() -> Vec<KeyMapEntry> {
 /// `cov_target` are not read: the covariances are refitted on the training
 /// clips when scoring.
 pub fn load_official(cfg: &OfficialAeConfig, path: &Path, device: &Device) -> Result<OfficialAe> {
-    let state = StateDict::from_pt(path, None).with_context(|| format!("cannot read {}", path.display()))?;
+    // from_pt names the file in its errors.
+    let state = StateDict::from_pt(path, None)?;
     let model = cfg.build(device);
     let map = key_map();
     let mut problems = key_problems(&map, &param_shapes(&model), &state);
@@ -535,7 +521,7 @@ mod tests {
             ModelSpec::fit_score(&cfg, model.clone(), "selective_mahalanobis", &mut train.into_iter()).unwrap();
         let ScoreState::SelectiveMahalanobis(chol) = &fitted.score else { panic!("not fitted") };
         let s = fitted.scores(&test);
-        let m0 = column_means(&e[..39 * d], d);
+        let m0 = flat_mean(&e[..39 * d], d);
         assert_eq!(s[0], chol[0].quad(&m0).min(chol[1].quad(&m0)));
         assert!(s.iter().all(|v| v.is_finite() && *v > 0.0));
         // Without the ridge, 39 vectors of 256 dimensions give a singular covariance.

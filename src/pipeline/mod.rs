@@ -272,7 +272,7 @@ fn has_checkpoint(dir: &Path) -> bool {
 
 fn train_units(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<()> {
     let device = backend::device(backend)?.autodiff();
-    let split = p.exp.data.per_group || p.exp.data.per_machine;
+    let split = p.exp.data.split_into_units();
     if split {
         check_resume(p, opts.resume)?;
         atomic::write_json(&p.run.config(), &p.exp)?;

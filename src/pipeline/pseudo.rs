@@ -60,7 +60,7 @@ pub fn pseudo_labels(
     if p.exp.model.info().scoring() != Scoring::Embedding {
         bail!("{} is not an embedding model: pseudo-attributes cluster embeddings", p.exp.name);
     }
-    if p.exp.data.per_group || p.exp.data.per_machine {
+    if p.exp.data.split_into_units() {
         bail!("{} trains one model per group or machine; pseudo-attributes need one embedding model", p.exp.name);
     }
     let concealed = |c: &&Clip| {

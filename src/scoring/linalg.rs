@@ -66,6 +66,18 @@ pub fn scatter(rows: &[Vec<f64>], m: &[f64], w: Option<&[f64]>) -> Square {
     s
 }
 
+/// Column means, in f64, of the rows of a flat row-major f32 matrix with
+/// `p` columns (zeros for no rows).
+pub fn flat_mean(rows: &[f32], p: usize) -> Vec<f64> {
+    let mut m = vec![0.0f64; p];
+    for r in rows.chunks_exact(p) {
+        m.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64);
+    }
+    let n = (rows.len() / p).max(1) as f64;
+    m.iter_mut().for_each(|a| *a /= n);
+    m
+}
+
 /// Count, column means and scatter around the means of the rows of a
 /// flat row-major f32 matrix with `p` columns, in f64. Many rows (a
 /// machine's frame-level errors): the rows of the scatter are computed in
@@ -74,11 +86,7 @@ pub fn scatter(rows: &[Vec<f64>], m: &[f64], w: Option<&[f64]>) -> Square {
 pub fn flat_moments(rows: &[f32], p: usize) -> (usize, Vec<f64>, Square) {
     use rayon::prelude::*;
     let n = rows.len() / p;
-    let mut m = vec![0.0f64; p];
-    for r in rows.chunks_exact(p) {
-        m.iter_mut().zip(r).for_each(|(a, &b)| *a += b as f64);
-    }
-    m.iter_mut().for_each(|a| *a /= n.max(1) as f64);
+    let m = flat_mean(rows, p);
     let c: Vec<f64> = rows.chunks_exact(p).flat_map(|r| r.iter().zip(&m).map(|(&a, b)| a as f64 - b)).collect();
     let mut s = Square::zeros(p);
     // Upper triangle, row i of the scatter: Σ_r c_ri · c_r[i..].

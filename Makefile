@@ -7,7 +7,7 @@ CARGO ?= cargo
 ASD ?= $(or $(CARGO_TARGET_DIR),target)/debug/asd
 DEMO ?= demo
 
-.PHONY: all build test demo fmt fmt-check clippy lint clean-demo
+.PHONY: all build test demo fmt fmt-check clippy lint clean-demo setup-cuda gpu-bundle
 
 all: build
 
@@ -31,6 +31,14 @@ clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 lint: fmt-check clippy
+
+# LLVM 23.1 from PyPI for the `cuda` and `cpu` features (README "Backends").
+setup-cuda:
+	./scripts/setup-cuda.sh --libdevice
+
+# Release binaries with cuda/wgpu/cpu + what scripts/gpu-check.sh needs, in target/gpu-bundle.
+gpu-bundle:
+	./scripts/gpu-bundle.sh
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -23,10 +23,13 @@ pub enum BackendName {
     Wgpu,
     /// NVIDIA GPUs (feature `cuda`).
     Cuda,
+    /// CubeCL's LLVM JIT on the CPU (feature `cpu`; needs the LLVM of `make setup-cuda`).
+    Cpu,
 }
 
 impl BackendName {
-    pub const ALL: [BackendName; 4] = [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu, BackendName::Cuda];
+    pub const ALL: [BackendName; 5] =
+        [BackendName::Flex, BackendName::Ndarray, BackendName::Wgpu, BackendName::Cuda, BackendName::Cpu];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +37,7 @@ impl BackendName {
             BackendName::Ndarray => "ndarray",
             BackendName::Wgpu => "wgpu",
             BackendName::Cuda => "cuda",
+            BackendName::Cpu => "cpu",
         }
     }
 
@@ -44,6 +48,7 @@ impl BackendName {
             BackendName::Ndarray => cfg!(feature = "ndarray"),
             BackendName::Wgpu => cfg!(feature = "wgpu"),
             BackendName::Cuda => cfg!(feature = "cuda"),
+            BackendName::Cpu => cfg!(feature = "cpu"),
         }
     }
 
@@ -78,6 +83,8 @@ pub fn device(name: BackendName) -> Result<Device> {
         BackendName::Wgpu => Device::wgpu(burn::tensor::DeviceKind::default()),
         #[cfg(feature = "cuda")]
         BackendName::Cuda => Device::cuda(0),
+        #[cfg(feature = "cpu")]
+        BackendName::Cpu => Device::cpu(),
         #[allow(unreachable_patterns)]
         _ => unreachable!("checked by is_compiled"),
     };
@@ -86,6 +93,45 @@ pub fn device(name: BackendName) -> Result<Device> {
             burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
         })?;
     }
+    Ok(device)
+}
+
+/// The devices of a data-parallel run: `indices` of one backend (GPU
+/// numbers as the backend counts them; empty: its one default device).
+/// The first is the main device, which holds the model and optimizer.
+pub fn devices(name: BackendName, indices: &[usize]) -> Result<Vec<Device>> {
+    if indices.is_empty() {
+        return Ok(vec![device(name)?]);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(d) = indices.iter().find(|&&i| !seen.insert(i)) {
+        bail!("--devices lists device {d} twice");
+    }
+    match name {
+        BackendName::Cuda | BackendName::Wgpu => indices.iter().map(|&i| indexed(name, i)).collect(),
+        _ if indices == [0] => Ok(vec![device(name)?]),
+        _ => bail!("backend '{name}' has one device; --devices with several needs a GPU backend (cuda or wgpu)"),
+    }
+}
+
+/// GPU `index` of a backend, probed like [`device`].
+#[allow(unreachable_code, unused_variables)] // builds without a GPU feature
+fn indexed(name: BackendName, index: usize) -> Result<Device> {
+    if index == 0 {
+        return device(name);
+    }
+    device(name)?;
+    let device = match name {
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => Device::cuda(index),
+        #[cfg(feature = "wgpu")]
+        BackendName::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
+        _ => bail!("backend '{name}' has no device {index}"),
+    };
+    probe(name, || {
+        burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+    })
+    .map_err(|e| anyhow::anyhow!("device {index}: {e}"))?;
     Ok(device)
 }
 
@@ -124,6 +170,8 @@ pub fn probe(name: BackendName, first_op: impl FnOnce()) -> Result<()> {
     }
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     let first = seen.first().map_or("unknown panic", |s| s.as_str()).lines().next().unwrap_or("").trim();
+    // cudarc's message goes on to list 34 library names it tried.
+    let first = first.split(" - searched for").next().unwrap_or(first);
     bail!("backend '{name}' cannot start on this machine ({first}); it needs {}; use --backend flex", requirement(name))
 }
 
@@ -146,6 +194,15 @@ mod tests {
     }
 
     #[test]
+    fn cpu_backends_have_one_device() {
+        assert_eq!(devices(BackendName::Flex, &[]).unwrap().len(), 1);
+        assert_eq!(devices(BackendName::Flex, &[0]).unwrap().len(), 1);
+        let err = devices(BackendName::Flex, &[0, 1]).unwrap_err().to_string();
+        assert!(err.contains("has one device") && err.contains("cuda"), "{err}");
+        assert!(devices(BackendName::Flex, &[1, 1]).unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
     fn a_backend_that_panics_on_start_is_one_error_line() {
         // As cudarc without a driver: the runtime's thread panics, then the
         // caller's receive fails.
@@ -153,14 +210,15 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             let worker = std::thread::spawn(move || {
                 let _tx = tx;
-                panic!("Unable to dynamically load the cuda shared library\nmore detail");
+                // cudarc 0.19's wording, cut short (it lists 34 names).
+                panic!("Unable to dynamically load the \"cuda\" shared library - searched for library names: [\"libcuda.so\"]. Ensure that …\nmore detail");
             });
             let _ = worker.join();
             rx.recv().unwrap();
         })
         .unwrap_err()
         .to_string();
-        assert!(!err.contains('\n'), "{err}");
+        assert!(!err.contains('\n') && !err.contains("searched"), "{err}");
         assert!(err.starts_with("backend 'cuda' cannot start on this machine (Unable to dynamically load"), "{err}");
         assert!(err.contains("libcuda.so.1") && err.contains("--backend flex"), "{err}");
         assert!(probe(BackendName::Wgpu, || {}).is_ok());

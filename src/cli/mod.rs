@@ -1,5 +1,7 @@
 //! The `asd` command line: one binary, one verb per pipeline stage.
 
+pub mod bench;
+mod check_backend;
 mod embed;
 mod evaluate;
 mod features;
@@ -46,6 +48,11 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Pseudo-attributes for concealed-attribute machines from a trained model's embeddings.
     PseudoLabels(pseudo_labels::PseudoLabelsArgs),
+    /// Compare each model's outputs and training step on two backends (GPU checks).
+    CheckBackend(check_backend::CheckBackendArgs),
+    /// Benchmark programs (train-step, eat-forward), for machines without a Rust toolchain.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
 }
 
 /// What `--wav FILE|DIR --out FILE.npy|DIR` asks for.
@@ -89,5 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fuse(a) => fuse::run(a, cli.quiet),
         Command::Report(a) => report::run(a, cli.quiet),
         Command::PseudoLabels(a) => pseudo_labels::run(a, cli.quiet),
+        Command::CheckBackend(a) => check_backend::run(a, cli.quiet),
+        Command::Bench(a) => bench::run(a),
     }
 }

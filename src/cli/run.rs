@@ -15,6 +15,10 @@ pub struct ExperimentArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = BackendName::Flex)]
     pub backend: BackendName,
+    /// Train data-parallel on these devices of the backend, e.g. `--devices 0,1` (GPU
+    /// backends); the effective batch and schedule stay the experiment's.
+    #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
+    pub devices: Vec<usize>,
     /// Override a field, e.g. `--set train.max_steps=200` (repeatable; JSON values).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub overrides: Vec<String>,
@@ -70,7 +74,7 @@ pub struct RunArgs {
 }
 
 fn prepare(a: &ExperimentArgs) -> Result<pipeline::Prepared> {
-    crate::backend::device(a.backend)?;
+    crate::backend::devices(a.backend, &a.devices)?;
     let exp = Experiment::load(&a.experiment, &a.overrides)?;
     pipeline::prepare(exp, &a.checkpoints)
 }
@@ -87,7 +91,11 @@ pub fn train(a: TrainArgs, quiet: bool) -> Result<()> {
             a.exp.backend
         ),
     );
-    pipeline::train(&p, a.exp.backend, &TrainOptions { resume: a.resume, quiet, stop_after: a.stop_after })?;
+    pipeline::train(
+        &p,
+        a.exp.backend,
+        &TrainOptions { resume: a.resume, quiet, stop_after: a.stop_after, devices: &a.exp.devices },
+    )?;
     say(quiet, &format!("checkpoints in {}", p.run.root.display()));
     Ok(())
 }
@@ -134,7 +142,7 @@ pub fn run(mut a: RunArgs, quiet: bool) -> Result<()> {
         a.exp.overrides.push(format!("features.cache_dir={}", serde_json::to_string(&out.join("features"))?));
     }
     let p = prepare(&a.exp)?;
-    pipeline::train_or_resume(&p, a.exp.backend, quiet)?;
+    pipeline::train_or_resume(&p, a.exp.backend, &a.exp.devices, quiet)?;
     let out = pipeline::score(&p, a.exp.backend, None, quiet)?;
     say(quiet, &format!("submission files in {}", out.dir.display()));
     if let Some(r) = out.report {
@@ -144,13 +152,14 @@ pub fn run(mut a: RunArgs, quiet: bool) -> Result<()> {
 }
 
 fn run_system(a: RunArgs, quiet: bool) -> Result<()> {
-    crate::backend::device(a.exp.backend)?;
+    crate::backend::devices(a.exp.backend, &a.exp.devices)?;
     let sys = crate::fusion::SystemConfig::load(&a.exp.experiment)?;
     let out = a.out.unwrap_or_else(|| a.exp.checkpoints.join(&sys.name));
     let opts = pipeline::system::SystemOptions {
         data: a.data,
         out: out.clone(),
         backend: a.exp.backend,
+        devices: a.exp.devices,
         overwrite: a.overwrite,
         overrides: a.exp.overrides,
         quiet,

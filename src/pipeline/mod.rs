@@ -5,6 +5,7 @@
 //! and never names a model. Models trained per machine group
 //! (`data.per_group`) run as one sub-run per group.
 
+pub mod backend_check;
 pub mod inputs;
 pub mod pseudo;
 pub mod system;
@@ -187,7 +188,7 @@ pub struct TrainProgress {
 /// Trains what is not trained yet: a fresh run, or a run stopped early
 /// resumed (its saved configuration must match). Returns whether any
 /// training happened.
-pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Result<bool> {
+pub fn train_or_resume(p: &Prepared, backend: BackendName, devices: &[usize], quiet: bool) -> Result<bool> {
     let TrainProgress { done, asked, started } = p.progress()?;
     if done >= asked && started {
         if !trained_as(p)? {
@@ -204,7 +205,7 @@ pub fn train_or_resume(p: &Prepared, backend: BackendName, quiet: bool) -> Resul
     if started {
         say(quiet, &format!("{} stopped at step {done} of {asked}; resuming", p.run.root.display()));
     }
-    let opts = TrainOptions { resume: started, quiet, stop_after: None };
+    let opts = TrainOptions { resume: started, quiet, stop_after: None, devices };
     train(p, backend, &opts).with_context(|| {
         if started {
             format!(
@@ -225,10 +226,12 @@ pub(crate) fn say(quiet: bool, msg: &str) {
 }
 
 /// Options of one training session.
-pub struct TrainOptions {
+pub struct TrainOptions<'a> {
     pub resume: bool,
     pub quiet: bool,
     pub stop_after: Option<u64>,
+    /// Device indices of a data-parallel run (`--devices`; empty: the backend's one device).
+    pub devices: &'a [usize],
 }
 
 /// The resolved config minus what may change between sessions of one run.
@@ -271,7 +274,9 @@ fn has_checkpoint(dir: &Path) -> bool {
 }
 
 fn train_units(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Result<()> {
-    let device = backend::device(backend)?.autodiff();
+    let mut devices = backend::devices(backend, opts.devices)?.into_iter().map(|d| d.autodiff());
+    let device = devices.next().context("no device")?;
+    let replicas: Vec<Device> = devices.collect();
     let split = p.exp.data.split_into_units();
     if split {
         check_resume(p, opts.resume)?;
@@ -286,7 +291,7 @@ fn train_units(p: &Prepared, backend: BackendName, opts: &TrainOptions) -> Resul
             eprintln!("{unit}: {} training clips", u.train_clips().len());
         }
         let resume = opts.resume && u.run.steps_done()?.is_some();
-        train_unit(&u, backend, &device, &TrainOptions { resume, ..*opts })?;
+        train_unit(&u, backend, (&device, &replicas), &TrainOptions { resume, ..*opts })?;
     }
     Ok(())
 }
@@ -319,7 +324,8 @@ fn check_resume(p: &Prepared, resume: bool) -> Result<()> {
     Ok(())
 }
 
-fn train_unit(p: &Prepared, backend: BackendName, device: &Device, opts: &TrainOptions) -> Result<()> {
+/// Trains one unit on `devices` (the main device and the data-parallel replicas).
+fn train_unit(p: &Prepared, backend: BackendName, devices: (&Device, &[Device]), opts: &TrainOptions) -> Result<()> {
     check_resume(p, opts.resume)?;
     if opts.resume {
         let saved_labels = LabelTable::load(&p.run.labels())?;
@@ -329,8 +335,9 @@ fn train_unit(p: &Prepared, backend: BackendName, device: &Device, opts: &TrainO
     }
     atomic::write_json(&p.run.config(), &p.exp)?;
     p.labels.save(&p.run.labels())?;
-    manifest::start(p, backend, opts.resume)?;
-    let params = p.exp.model.visit(TrainVisitor { p, device, opts })?;
+    manifest::start(p, backend, opts.devices, opts.resume)?;
+    let (device, replicas) = devices;
+    let params = p.exp.model.visit(TrainVisitor { p, device, replicas, opts })?;
     manifest::finish(p, params)
 }
 
@@ -344,7 +351,8 @@ pub struct ParamCount {
 struct TrainVisitor<'a> {
     p: &'a Prepared,
     device: &'a Device,
-    opts: &'a TrainOptions,
+    replicas: &'a [Device],
+    opts: &'a TrainOptions<'a>,
 }
 
 impl SpecVisitor for TrainVisitor<'_> {
@@ -387,6 +395,7 @@ impl SpecVisitor for TrainVisitor<'_> {
             quiet: opts.quiet,
             stop_after: opts.stop_after,
             validator: if validating { Some(&validator) } else { None },
+            replicas: self.replicas,
         };
         train::fit(&task, model, &p.exp.train, &p.run, device, run_opts)?;
         Ok(params)
@@ -666,7 +675,7 @@ mod manifest {
     }
 
     /// Records a session's start (a new manifest, or a session appended on resume).
-    pub fn start(p: &Prepared, backend: BackendName, resume: bool) -> Result<()> {
+    pub fn start(p: &Prepared, backend: BackendName, devices: &[usize], resume: bool) -> Result<()> {
         let mut m = if resume && p.run.manifest().is_file() {
             read(p)?
         } else {
@@ -690,6 +699,7 @@ mod manifest {
         let session = json!({
             "started_unix_s": now(),
             "backend": backend.as_str(),
+            "devices": devices,
             "git_revision": git_revision(),
             "command_line": std::env::args().collect::<Vec<_>>(),
         });

@@ -35,6 +35,8 @@ pub struct SystemOptions {
     /// The run folder.
     pub out: PathBuf,
     pub backend: BackendName,
+    /// Device indices for data-parallel training (empty: one device).
+    pub devices: Vec<usize>,
     /// Retrain and rescore every member.
     pub overwrite: bool,
     /// Overrides applied to every member experiment (`train.max_steps=10`).
@@ -186,7 +188,8 @@ fn run_member(
         }
     }
     let t = Instant::now();
-    let trained = train_or_resume(&p, opts.backend, opts.quiet).with_context(|| format!("member {id}"))?;
+    let trained =
+        train_or_resume(&p, opts.backend, &opts.devices, opts.quiet).with_context(|| format!("member {id}"))?;
     stages.push(Stage { name: format!("train {id}"), seconds: t.elapsed().as_secs_f64(), reused: !trained });
     let t = Instant::now();
     let stamp = scoring_stamp(&p)?;

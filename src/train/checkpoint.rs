@@ -190,7 +190,19 @@ pub fn load_model<M: Module>(model: M, dir: &Path) -> Result<M> {
     let p = dir.join("model.bpk");
     check_burnpack(&p)?;
     let expected = tensors(&model).len();
-    model.try_load_file(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, Some(expected))))
+    let record = burn::store::ModuleRecord::from_bytes(read_whole(&p)?);
+    record
+        .and_then(|r| model.try_load_record(r))
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, Some(expected))))
+}
+
+/// The whole file in memory. burn-store's file reader leaves tensors that
+/// read their bytes from the file when first used; a checkpoint folder is
+/// replaced while its model lives on (the next `last` of a resumed run, a
+/// frozen encoder's weights), so the loaded model must not depend on it.
+fn read_whole(p: &Path) -> Result<burn::tensor::Bytes> {
+    let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {}", p.display(), describe_io(&e)))?;
+    Ok(burn::tensor::Bytes::from_bytes_vec(bytes))
 }
 
 /// A clear error for a checkpoint file that is missing, cut short or not a
@@ -223,7 +235,10 @@ fn describe_io(e: &std::io::Error) -> String {
 fn explain(e: &burn::store::RecordError, expected: Option<usize>) -> String {
     use burn::store::RecordError;
     let msg = match e {
-        RecordError::Io(m) if m.contains("fill whole buffer") || m.contains("UnexpectedEof") => {
+        // The file reader's and the in-memory reader's words for a short file.
+        RecordError::Io(m)
+            if m.contains("fill whole buffer") || m.contains("UnexpectedEof") || m.contains("insufficient bytes") =>
+        {
             return "the file is truncated or corrupt".into();
         }
         RecordError::Io(m) | RecordError::Validation(m) if m.contains("truncated") => {
@@ -256,7 +271,7 @@ fn explain(e: &burn::store::RecordError, expected: Option<usize>) -> String {
 pub fn load_optim(optim: ModuleOptimizer, dir: &Path) -> Result<ModuleOptimizer> {
     let p = dir.join("optim.bpk");
     check_burnpack(&p)?;
-    optim.load(&p).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, None)))
+    optim.from_bytes(read_whole(&p)?).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, None)))
 }
 
 /// Float tensors of a module by path (parameters and running statistics).

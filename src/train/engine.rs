@@ -197,6 +197,13 @@ pub struct RunOptions<'a, M> {
     pub stop_after: Option<u64>,
     /// Validation metric of a model (higher is better).
     pub validator: Option<Validator<'a, M>>,
+    /// Data parallelism: autodiff devices besides the main one. Each
+    /// micro-batch is cut into `1 + replicas.len()` contiguous parts, one
+    /// per device; gradients come back to the main device, weighted by their
+    /// part's share, so the effective batch and the update are those of
+    /// one device (up to float rounding; batch-norm statistics are per part,
+    /// as in PyTorch DDP without SyncBatchNorm).
+    pub replicas: &'a [Device],
 }
 
 /// Validation metric of a model (higher is better).
@@ -225,6 +232,22 @@ pub fn micro_batch_items(n: usize, batch: usize, seed: u64, m: u64) -> Vec<usize
     order[k * batch..(k + 1) * batch].to_vec()
 }
 
+/// `items` cut into `n` contiguous parts whose sizes differ by at most one
+/// (empty parts dropped).
+fn split_parts(items: &[usize], n: usize) -> Vec<&[usize]> {
+    let (q, r) = (items.len() / n, items.len() % n);
+    let mut parts = Vec::with_capacity(n);
+    let mut start = 0;
+    for k in 0..n {
+        let len = q + usize::from(k < r);
+        if len > 0 {
+            parts.push(&items[start..start + len]);
+        }
+        start += len;
+    }
+    parts
+}
+
 /// Trains `model` with `task`. `device` must be an autodiff device. Returns
 /// the final model (the `last` checkpoint holds the same weights).
 pub fn fit<T: Task>(
@@ -236,8 +259,8 @@ pub fn fit<T: Task>(
     opts: RunOptions<T::Model>,
 ) -> Result<T::Model> {
     cfg.validate()?;
-    if !device.is_autodiff() {
-        bail!("training needs an autodiff device");
+    if !device.is_autodiff() || opts.replicas.iter().any(|d| !d.is_autodiff()) {
+        bail!("training needs autodiff devices");
     }
     if task.len() == 0 {
         bail!("no training items");
@@ -279,22 +302,42 @@ pub fn fit<T: Task>(
         for micro in 0..cfg.grad_accum {
             let m = step * cfg.grad_accum as u64 + micro as u64;
             let items = micro_batch_items(task.len(), cfg.batch_size, opts.seed, m);
-            let batch = task.batch(&items, rng::mix64(opts.seed ^ rng::mix64(m)), device)?;
-            let out = task.step(&model, batch);
-            let loss = out.loss / cfg.grad_accum as f64;
-            let lv = loss.clone().into_scalar::<f64>();
-            if !lv.is_finite() {
-                bail!("loss is {lv} at step {step}; stopping (last good checkpoint: {})", run.last().display());
+            let seed = rng::mix64(opts.seed ^ rng::mix64(m));
+            // Every part is launched before any value is read back, so
+            // asynchronous devices work side by side.
+            let mut outs = Vec::new();
+            for (k, part) in split_parts(&items, 1 + opts.replicas.len()).into_iter().enumerate() {
+                let share = part.len() as f64 / items.len() as f64;
+                let part_seed = if k == 0 { seed } else { rng::mix64(seed ^ k as u64) };
+                let (out, grads) = if k == 0 {
+                    let out = task.step(&model, task.batch(part, part_seed, device)?);
+                    let loss = out.loss.clone() * share / cfg.grad_accum as f64;
+                    (out, GradientsParams::from_grads(loss.backward(), &model))
+                } else {
+                    let dev = &opts.replicas[k - 1];
+                    let replica = model.clone().fork(dev);
+                    let out = task.step(&replica, task.batch(part, part_seed, dev)?);
+                    let loss = out.loss.clone() * share / cfg.grad_accum as f64;
+                    let grads = GradientsParams::from_grads(loss.backward(), &replica);
+                    (out, grads.to_device(device, &model))
+                };
+                acc.accumulate(&model, grads);
+                outs.push((share, out));
             }
-            loss_sum += lv;
-            for (k, t) in out.logs {
-                let v = t.into_scalar::<f64>() / cfg.grad_accum as f64;
-                match extra.iter_mut().find(|(n, _)| *n == k) {
-                    Some((_, s)) => *s += v,
-                    None => extra.push((k, v)),
+            for (share, out) in outs {
+                let lv = out.loss.into_scalar::<f64>() * share / cfg.grad_accum as f64;
+                if !lv.is_finite() {
+                    bail!("loss is {lv} at step {step}; stopping (last good checkpoint: {})", run.last().display());
+                }
+                loss_sum += lv;
+                for (k, t) in out.logs {
+                    let v = t.into_scalar::<f64>() * share / cfg.grad_accum as f64;
+                    match extra.iter_mut().find(|(n, _)| *n == k) {
+                        Some((_, s)) => *s += v,
+                        None => extra.push((k, v)),
+                    }
                 }
             }
-            acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         let mut grads = acc.grads();
         let grad_norm = cfg.grad_clip.map(|c| clip_grad_norm(&model, &mut grads, c));

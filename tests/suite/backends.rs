@@ -88,11 +88,42 @@ fn the_training_loop_steps_on_every_compiled_backend() {
             selection: Default::default(),
             log_every: 1,
         };
-        let opts = RunOptions { seed: 0, resume: false, quiet: true, stop_after: None, validator: None };
+        let opts = RunOptions { seed: 0, resume: false, quiet: true, stop_after: None, validator: None, replicas: &[] };
         let after = checkpoint::tensors(&fit(&OneBatch, model, &c, &run, &dev, opts).unwrap());
         let changed = before.iter().filter(|(k, v)| after[*k] != **v).count();
         assert!(changed > 10, "{name}: only {changed} tensors changed");
         let log = std::fs::read_to_string(run.metrics()).unwrap();
         assert!(log.contains("\"step\":1"), "{name}: {log}");
+    }
+}
+
+/// What `asd check-backend` (and scripts/gpu-check.sh on a GPU) runs: every
+/// model, built once on flex and copied over, gives the same scoring outputs,
+/// loss and outputs after one SGD step on each other backend. The Dual
+/// Branch CNN is covered above at a cheaper size.
+#[test]
+fn every_model_agrees_between_flex_and_the_other_backends() {
+    use asd::experiment::Experiment;
+    use asd::pipeline::backend_check::{CheckOptions, check};
+    let flex = backend::device(BackendName::Flex).unwrap();
+    let files: [(&str, &[&str]); 5] = [
+        ("nf_cdee", &[]),
+        // 6 clips of 2 s give the AE fewer error vectors than its 640 dimensions.
+        ("official_ae", &["model.ridge=0.01"]),
+        ("beats_lora_tiny", &[]),
+        ("eat_lora_tiny", &[]),
+        ("beats_eat_tiny", &[]),
+    ];
+    let opts = CheckOptions { clips: 6, seconds: 2.0, ..Default::default() };
+    for name in others() {
+        let dev = backend::device(name).unwrap();
+        for (file, sets) in files {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let path = std::path::PathBuf::from(format!("experiments/demo/{file}.json"));
+            let exp = Experiment::load(&path, &sets).unwrap();
+            let row = check(file, &exp, &flex, &dev, &opts).unwrap();
+            assert!(row.ok, "{name}: {row:?}");
+            assert!(row.step_moved > 1e-4, "{name}: the step did not move {file}: {row:?}");
+        }
     }
 }

@@ -262,6 +262,12 @@ fn unknown_backend_names_its_feature() {
 }
 
 #[test]
+fn several_devices_of_a_cpu_backend_are_refused() {
+    let (good, _, err) = asd(&["train", DEMO, "--devices", "0,1"]);
+    assert!(!good && err.contains("backend 'flex' has one device"), "{err}");
+}
+
+#[test]
 fn every_backend_of_the_ablations_scores_a_trained_run() {
     let d = tempfile::tempdir().unwrap();
     let data = synth(d.path(), "dev", "fan,valve", "6");

@@ -91,7 +91,7 @@ fn cfg(steps: u64) -> TrainConfig {
 }
 
 fn opts<'a>(resume: bool, stop_after: Option<u64>) -> RunOptions<'a, Net> {
-    RunOptions { seed: 3, resume, quiet: true, stop_after, validator: None }
+    RunOptions { seed: 3, resume, quiet: true, stop_after, validator: None, replicas: &[] }
 }
 
 /// A fresh run folder `name` under `dir`.
@@ -245,4 +245,48 @@ fn average_last_averages_the_last_periodic_checkpoints() {
     assert!(!c.selection.reads_test_labels());
     // The rule needs periodic checkpoints.
     assert!(TrainConfig { checkpoint_every: 0, ..c }.validate().is_err());
+}
+
+#[test]
+fn a_loaded_model_outlives_its_checkpoint_folder() {
+    // burn-store's file reader defers reading tensors; a resumed run replaces
+    // `last` while frozen weights loaded from it are still in use.
+    let dev = Device::flex().autodiff();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("a");
+    let a = Net::new(&dev);
+    checkpoint::save(&dir, &a, None, &asd::train::TrainState::default()).unwrap();
+    let back = checkpoint::load_model(Net::new(&dev), &dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(tensors(&back), tensors(&a));
+}
+
+/// Data parallelism: each micro-batch cut across devices, gradients summed
+/// on the main device by share, equals one device on the same effective
+/// batch. flex has one device, so the second device is flex again (the
+/// replica code path, exact) and ndarray (another backend: host transfers,
+/// other kernels; equal within float tolerance). Batch norm is off, as it
+/// normalises per part by design.
+#[test]
+fn data_parallel_training_equals_one_device() {
+    let dev = Device::flex().autodiff();
+    let mut task = Toy::new(48);
+    task.use_bn = false;
+    let d = tempfile::tempdir().unwrap();
+    let single = fit(&task, Net::new(&dev), &cfg(5), &run_dir(d.path(), "one"), &dev, opts(false, None)).unwrap();
+    let mut replicas = vec![(Device::flex().autodiff(), 1e-6)];
+    #[cfg(feature = "ndarray")]
+    replicas.push((asd::backend::device(asd::backend::BackendName::Ndarray).unwrap().autodiff(), 1e-5));
+    for (i, (replica, tol)) in replicas.into_iter().enumerate() {
+        let o = RunOptions { replicas: std::slice::from_ref(&replica), ..opts(false, None) };
+        let run = run_dir(d.path(), &format!("dp{i}"));
+        let parallel = fit(&task, Net::new(&dev), &cfg(5), &run, &dev, o).unwrap();
+        let (t1, t2) = (tensors(&single), tensors(&parallel));
+        assert_eq!(t1.len(), t2.len());
+        for (k, (_, v1)) in &t1 {
+            let diff = v1.iter().zip(&t2[k].1).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(diff < tol, "{replica:?} {k}: data-parallel weights differ by {diff}");
+        }
+        assert_ne!(tensors(&Net::new(&dev))["head.weight"], t2["head.weight"], "training did nothing");
+    }
 }

@@ -56,7 +56,7 @@ fn tiny_overrides(root: &Path, work: &Path, sets: &str) -> Vec<String> {
 fn train_and_score(file: &str, overrides: &[String], work: &Path) -> PathBuf {
     let exp = Experiment::load(Path::new(file), overrides).unwrap_or_else(|e| panic!("{file}: {e:#}"));
     let p = pipeline::prepare(exp, &work.join("ckpt")).unwrap();
-    let opts = TrainOptions { resume: false, quiet: true, stop_after: None };
+    let opts = TrainOptions { resume: false, quiet: true, stop_after: None, devices: &[] };
     pipeline::train(&p, BackendName::Flex, &opts).unwrap_or_else(|e| panic!("{file}: {e:#}"));
     let steps = 2 * p.units().unwrap().len() as u64;
     assert_eq!(p.progress().unwrap(), pipeline::TrainProgress { done: steps, asked: steps, started: true });

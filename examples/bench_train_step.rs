@@ -1,4 +1,4 @@
-//! Training-step time on a CPU backend (`--backend`, default flex), the burn side of the PyTorch
+//! Training-step time on any backend (`--backend`, default flex), the burn side of the PyTorch
 //! re-statements in `tests/fixtures/gen/`:
 //!
 //! ```text

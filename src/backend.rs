@@ -89,10 +89,16 @@ pub fn device(name: BackendName) -> Result<Device> {
         _ => unreachable!("checked by is_compiled"),
     };
     if matches!(name, BackendName::Wgpu | BackendName::Cuda) {
-        probe(name, || {
-            burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
-        })?;
+        return probed(name, device);
     }
+    Ok(device)
+}
+
+/// `device` after one tiny operation on it (see [`probe`]).
+fn probed(name: BackendName, device: Device) -> Result<Device> {
+    probe(name, || {
+        burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+    })?;
     Ok(device)
 }
 
@@ -114,13 +120,13 @@ pub fn devices(name: BackendName, indices: &[usize]) -> Result<Vec<Device>> {
     }
 }
 
-/// GPU `index` of a backend, probed like [`device`].
+/// GPU number `index` of a backend (wgpu: the index-th discrete GPU, so
+/// that `--devices 0,1` never names one GPU twice), probed like [`device`].
 #[allow(unreachable_code, unused_variables)] // builds without a GPU feature
 fn indexed(name: BackendName, index: usize) -> Result<Device> {
-    if index == 0 {
-        return device(name);
+    if !name.is_compiled() {
+        return device(name); // its error names the feature to build with
     }
-    device(name)?;
     let device = match name {
         #[cfg(feature = "cuda")]
         BackendName::Cuda => Device::cuda(index),
@@ -128,11 +134,7 @@ fn indexed(name: BackendName, index: usize) -> Result<Device> {
         BackendName::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
         _ => bail!("backend '{name}' has no device {index}"),
     };
-    probe(name, || {
-        burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
-    })
-    .map_err(|e| anyhow::anyhow!("device {index}: {e}"))?;
-    Ok(device)
+    probed(name, device).map_err(|e| anyhow::anyhow!("device {index}: {e}"))
 }
 
 /// What a GPU backend needs from the machine, for the probe's message.

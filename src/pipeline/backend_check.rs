@@ -72,15 +72,11 @@ pub fn check(
     if opts.clips == 0 || opts.seconds <= 0.0 {
         bail!("check-backend needs at least one clip of positive length");
     }
-    let row = exp.model.visit(CheckVisitor { exp, reference, other, opts })?;
-    let ok = row.infer_rel_diff <= opts.tolerance
-        && row.step_rel_diff <= opts.tolerance
-        && rel_gap(row.loss_reference, row.loss_other) <= opts.tolerance
-        && row.step_moved > 0.0;
-    Ok(CheckRow { experiment: name.to_string(), kind: exp.model.kind(), ok, ..row })
+    exp.model.visit(CheckVisitor { name, exp, reference, other, opts })
 }
 
 struct CheckVisitor<'a> {
+    name: &'a str,
     exp: &'a Experiment,
     reference: &'a Device,
     other: &'a Device,
@@ -109,15 +105,18 @@ impl SpecVisitor for CheckVisitor<'_> {
         let copy = copy?;
         let a = side(spec, model, &inputs, self.reference, self.opts.lr).context("on the reference backend")?;
         let b = side(spec, copy, &inputs, self.other, self.opts.lr).context("on the checked backend")?;
+        let (infer_rel_diff, step_rel_diff) = (rel_diff(&a.before, &b.before)?, rel_diff(&a.after, &b.after)?);
+        let step_moved = rel_diff(&a.before, &a.after)?;
+        let tol = self.opts.tolerance;
         Ok(CheckRow {
-            experiment: String::new(),
-            kind: String::new(),
-            infer_rel_diff: rel_diff(&a.before, &b.before)?,
+            experiment: self.name.to_string(),
+            kind: self.exp.model.kind(),
+            infer_rel_diff,
             loss_reference: a.loss,
             loss_other: b.loss,
-            step_rel_diff: rel_diff(&a.after, &b.after)?,
-            step_moved: rel_diff(&a.before, &a.after)?,
-            ok: false,
+            step_rel_diff,
+            step_moved,
+            ok: infer_rel_diff <= tol && step_rel_diff <= tol && rel_gap(a.loss, b.loss) <= tol && step_moved > 0.0,
         })
     }
 }
@@ -147,21 +146,23 @@ fn synthetic_inputs<S: ModelSpec>(spec: &S, opts: &CheckOptions, seed: u64) -> R
 /// defaults is ill-conditioned (NF-CDEE gives NLLs of 1e27), and the check
 /// would compare rounding noise amplified by it.
 fn settle<S: ModelSpec>(spec: &S, model: &S::Model, inputs: &[Vec<Frames>], device: &Device) -> Result<()> {
-    let labels: Vec<usize> = (0..inputs.len()).map(|i| i % CLASSES).collect();
-    let ctx = BatchContext { labels: Some(&labels), specaugment: None, seed: 0 };
     for _ in 0..SETTLE_PASSES {
-        let batch = spec.batch(inputs.to_vec(), &ctx, &device.clone().autodiff())?;
-        let _ = spec.step(model, batch).loss.into_scalar::<f32>();
+        let _ = spec.step(model, training_batch(spec, inputs, device)?).loss.into_scalar::<f32>();
     }
     Ok(())
 }
 
-fn side<S: ModelSpec>(spec: &S, model: S::Model, inputs: &[Vec<Frames>], device: &Device, lr: f64) -> Result<Side> {
-    let before = outputs(spec, model.clone(), inputs, device)?;
+/// The clips as a training batch on `device`'s autodiff twin, labelled
+/// `i % CLASSES`, without augmentation.
+fn training_batch<S: ModelSpec>(spec: &S, inputs: &[Vec<Frames>], device: &Device) -> Result<S::Batch> {
     let labels: Vec<usize> = (0..inputs.len()).map(|i| i % CLASSES).collect();
     let ctx = BatchContext { labels: Some(&labels), specaugment: None, seed: 0 };
-    let batch = spec.batch(inputs.to_vec(), &ctx, &device.clone().autodiff())?;
-    let loss = spec.step(&model, batch).loss;
+    spec.batch(inputs.to_vec(), &ctx, &device.clone().autodiff())
+}
+
+fn side<S: ModelSpec>(spec: &S, model: S::Model, inputs: &[Vec<Frames>], device: &Device, lr: f64) -> Result<Side> {
+    let before = outputs(spec, model.clone(), inputs, device)?;
+    let loss = spec.step(&model, training_batch(spec, inputs, device)?).loss;
     let value = f64::from(loss.clone().into_scalar::<f32>());
     if !value.is_finite() {
         bail!("the training loss is {value}");

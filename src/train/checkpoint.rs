@@ -188,35 +188,28 @@ pub fn save<M: Module>(dir: &Path, model: &M, optim: Option<&ModuleOptimizer>, s
 /// Missing, unexpected or mis-shaped tensors are errors.
 pub fn load_model<M: Module>(model: M, dir: &Path) -> Result<M> {
     let p = dir.join("model.bpk");
-    check_burnpack(&p)?;
+    let bytes = read_burnpack(&p)?;
     let expected = tensors(&model).len();
-    let record = burn::store::ModuleRecord::from_bytes(read_whole(&p)?);
-    record
+    burn::store::ModuleRecord::from_bytes(bytes)
         .and_then(|r| model.try_load_record(r))
         .map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, Some(expected))))
 }
 
-/// The whole file in memory. burn-store's file reader leaves tensors that
-/// read their bytes from the file when first used; a checkpoint folder is
-/// replaced while its model lives on (the next `last` of a resumed run, a
-/// frozen encoder's weights), so the loaded model must not depend on it.
-fn read_whole(p: &Path) -> Result<burn::tensor::Bytes> {
-    let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {}", p.display(), describe_io(&e)))?;
-    Ok(burn::tensor::Bytes::from_bytes_vec(bytes))
-}
-
-/// A clear error for a checkpoint file that is missing, cut short or not a
-/// burnpack file at all, before burn-store reads it.
-fn check_burnpack(p: &Path) -> Result<()> {
-    let mut head = [0u8; 4];
-    let magic = std::fs::File::open(p).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
-    if let Err(e) = magic {
-        bail!("cannot load {}: {}", p.display(), describe_io(&e));
+/// A checkpoint file's bytes, with a clear error for a file that is
+/// missing, cut short or not a burnpack file at all, before burn-store
+/// parses it. The whole file is read: burn-store's file reader leaves
+/// tensors that read their bytes from the file when first used, and a
+/// checkpoint folder is replaced while its model lives on (the next `last`
+/// of a resumed run, a frozen encoder's weights).
+fn read_burnpack(p: &Path) -> Result<burn::tensor::Bytes> {
+    let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), describe_io(&e)))?;
+    if bytes.len() < BURNPACK_MAGIC.len() {
+        bail!("cannot load {}: the file is truncated", p.display());
     }
-    if &head != BURNPACK_MAGIC {
+    if bytes[..BURNPACK_MAGIC.len()] != BURNPACK_MAGIC[..] {
         bail!("cannot load {}: not a burnpack checkpoint (written by `asd train`)", p.display());
     }
-    Ok(())
+    Ok(burn::tensor::Bytes::from_bytes_vec(bytes))
 }
 
 /// The first bytes of every burnpack file.
@@ -270,8 +263,9 @@ fn explain(e: &burn::store::RecordError, expected: Option<usize>) -> String {
 /// Loads the optimizer state saved next to a model.
 pub fn load_optim(optim: ModuleOptimizer, dir: &Path) -> Result<ModuleOptimizer> {
     let p = dir.join("optim.bpk");
-    check_burnpack(&p)?;
-    optim.from_bytes(read_whole(&p)?).map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, None)))
+    optim
+        .from_bytes(read_burnpack(&p)?)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {}", p.display(), explain(&e, None)))
 }
 
 /// Float tensors of a module by path (parameters and running statistics).

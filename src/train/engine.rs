@@ -309,19 +309,14 @@ pub fn fit<T: Task>(
             for (k, part) in split_parts(&items, 1 + opts.replicas.len()).into_iter().enumerate() {
                 let share = part.len() as f64 / items.len() as f64;
                 let part_seed = if k == 0 { seed } else { rng::mix64(seed ^ k as u64) };
-                let (out, grads) = if k == 0 {
-                    let out = task.step(&model, task.batch(part, part_seed, device)?);
-                    let loss = out.loss.clone() * share / cfg.grad_accum as f64;
-                    (out, GradientsParams::from_grads(loss.backward(), &model))
-                } else {
-                    let dev = &opts.replicas[k - 1];
-                    let replica = model.clone().fork(dev);
-                    let out = task.step(&replica, task.batch(part, part_seed, dev)?);
-                    let loss = out.loss.clone() * share / cfg.grad_accum as f64;
-                    let grads = GradientsParams::from_grads(loss.backward(), &replica);
-                    (out, grads.to_device(device, &model))
-                };
-                acc.accumulate(&model, grads);
+                // Part 0 runs on the model itself; the others on a fork.
+                let dev = if k == 0 { device } else { &opts.replicas[k - 1] };
+                let replica = (k > 0).then(|| model.clone().fork(dev));
+                let on = replica.as_ref().unwrap_or(&model);
+                let out = task.step(on, task.batch(part, part_seed, dev)?);
+                let loss = out.loss.clone() * share / cfg.grad_accum as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), on);
+                acc.accumulate(&model, if k == 0 { grads } else { grads.to_device(device, &model) });
                 outs.push((share, out));
             }
             for (share, out) in outs {

@@ -7,7 +7,7 @@ CARGO ?= cargo
 ASD ?= $(or $(CARGO_TARGET_DIR),target)/debug/asd
 DEMO ?= demo
 
-.PHONY: all build test demo fmt fmt-check clippy lint clean-demo setup-cuda gpu-bundle
+.PHONY: all build test demo fmt fmt-check clippy lint clean-demo setup-cuda gpu-bundle bench bench-venv
 
 all: build
 
@@ -39,6 +39,16 @@ setup-cuda:
 # Release binaries with cuda/wgpu/cpu + what scripts/gpu-check.sh needs, in target/gpu-bundle.
 gpu-bundle:
 	./scripts/gpu-bundle.sh
+
+# Speed suite against PyTorch/librosa/scikit-learn (BENCHMARKS.md): release build, then
+# scripts/bench.py rewrites the table between the `make bench` markers. The reference python
+# comes from `make bench-venv` (or ASD_BENCH_PYTHON). About 15 minutes on 2 cores after the build.
+bench:
+	$(CARGO) build --release --bin asd --example bench_frontends
+	python3 scripts/bench.py $(BENCH_ARGS)
+
+bench-venv:
+	./scripts/bench-venv.sh
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -3,8 +3,9 @@
 //! `asd bench train-step …` and `asd bench eat-forward …` take the flags of
 //! the `bench_train_step` and `bench_eat_forward` examples, which call them.
 
+use crate::models::beats::{BeatsBatch, BeatsConfig, BeatsEncoder, BeatsLoraConfig};
 use crate::models::dual_branch_cnn::{DualBranchBatch, DualBranchCnnConfig};
-use crate::models::eat::{EatConfig, EatEncoder};
+use crate::models::eat::{EatBatch, EatConfig, EatEncoder, EatLoraConfig};
 use crate::models::nf_cdee::{NfCdeeBatch, NfCdeeConfig};
 use crate::nn::util::{count_params, labels_tensor};
 use crate::nn::{Head, LossConfig};
@@ -29,8 +30,10 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what.as_str() {
         "train-step" => train_step(&a.args),
-        "eat-forward" => eat_forward(&a.args),
-        other => bail!("asd bench {other}: use train-step or eat-forward"),
+        "eat-forward" => encoder_forward(Encoder::Eat, &a.args),
+        "beats-forward" => encoder_forward(Encoder::Beats, &a.args),
+        "knn" => knn(&a.args),
+        other => bail!("asd bench {other}: use train-step, eat-forward, beats-forward or knn"),
     }
 }
 
@@ -88,6 +91,14 @@ fn time_steps<M: Module>(
     times
 }
 
+/// A value of the updated head, read back so that a timed step includes all work.
+fn sync_head(head: &Head) -> f32 {
+    match head {
+        Head::ArcFace(h) => h.weight.val().sum().into_scalar::<f32>(),
+        Head::Softmax(_) => 0.0,
+    }
+}
+
 /// Training-step time on any backend (`--backend`, default flex), the burn side of the PyTorch
 /// re-statements in `tests/fixtures/gen/`:
 ///
@@ -103,6 +114,11 @@ fn time_steps<M: Module>(
 /// (spectrum uniform [0, 1), spectrogram standard normal), labels
 /// `i % classes` (`--classes`, default 150), three ArcFace losses summed,
 /// AdamW (lr 5e-3, betas 0.9/0.98, weight decay 1e-5).
+/// `--model eat_lora|beats_lora`: the LoRA fine-tuning models with their
+/// default sections at full size (EAT-base, BEATs_iter3; random frozen
+/// encoder weights, LayerDrop off), batch `--batch` (8) of 10-s fbank
+/// inputs, ArcFace over 150 classes, AdamW (lr 1e-4); the PyTorch side is
+/// `tests/fixtures/gen/lora_torch.py`.
 /// `--model nf_cdee`: the report's full configuration (8 blocks, 2048
 /// hidden units), log-mel input [B, 313, 256] (10 s) drawn N(−10, 2²), mean
 /// NLL, Adam (lr 1e-3); the timed step includes turning the log-mel batch
@@ -125,7 +141,11 @@ pub fn train_step(args: &[String]) -> Result<()> {
             let batch: usize = opt(args, "--batch", 16)?;
             let seconds: f32 = opt(args, "--seconds", 10.0)?;
             let classes: usize = opt(args, "--classes", 150)?;
-            let cfg = DualBranchCnnConfig { seconds, ..Default::default() };
+            let branches: String = opt(args, "--branches", "both".to_string())?;
+            let branches = serde_json::from_value(serde_json::Value::String(branches.clone()))
+                .with_context(|| format!("--branches {branches}: use both, spectrum_only or spectrogram_only"))?;
+            let attention: bool = opt(args, "--attention", true)?;
+            let cfg = DualBranchCnnConfig { seconds, branches, attention, ..Default::default() };
             cfg.validate()?;
             let model = cfg.init(&LossConfig::default(), classes, 0, &device);
             let (bins, frames, fbins) = cfg.input_shapes();
@@ -136,18 +156,15 @@ pub fn train_step(args: &[String]) -> Result<()> {
             };
             let optim = AdamW { lr: 5e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: 1e-5 }.init();
             let params = count_params(&model);
-            let times = time_steps(
-                model,
-                optim,
-                5e-3,
-                steps,
-                |m| m.loss(&inputs).0,
-                |m| match &m.head_concat {
-                    Head::ArcFace(h) => h.weight.val().sum().into_scalar::<f32>(),
-                    Head::Softmax(_) => 0.0,
-                },
-            );
-            (times, format!("\"batch\": {batch}, \"seconds\": {seconds}, \"classes\": {classes}, \"params\": {params}"))
+            let times = time_steps(model, optim, 5e-3, steps, |m| m.loss(&inputs).0, |m| sync_head(&m.head_concat));
+            let branches = serde_json::to_string(&cfg.branches)?;
+            (
+                times,
+                format!(
+                    "\"batch\": {batch}, \"seconds\": {seconds}, \"classes\": {classes}, \"branches\": {branches}, \
+                     \"attention\": {attention}, \"params\": {params}"
+                ),
+            )
         }
         "nf_cdee" => {
             let batch: usize = opt(args, "--batch", 128)?;
@@ -168,7 +185,35 @@ pub fn train_step(args: &[String]) -> Result<()> {
             );
             (times, format!("\"batch\": {batch}, \"frames\": {frames}, \"params\": {params}"))
         }
-        other => bail!("--model {other}: use dual_branch_cnn or nf_cdee"),
+        "eat_lora" | "beats_lora" => {
+            let batch: usize = opt(args, "--batch", 8)?;
+            let classes: usize = opt(args, "--classes", 150)?;
+            let loss = LossConfig::default();
+            let labels = labels_tensor(&(0..batch).map(|i| i % classes).collect::<Vec<_>>(), &device);
+            let optim = || AdamW { lr: 1e-4, ..AdamW::default() }.init();
+            // The default model sections; `pretrained` is not read (random encoder weights).
+            // LayerDrop off, so that every step does the same work.
+            let section = serde_json::json!({"pretrained": "unused"});
+            let (times, params) = if which == "eat_lora" {
+                let cfg: EatLoraConfig = serde_json::from_value(section)?;
+                let enc_cfg = EatConfig::default();
+                let model = cfg.assemble(&enc_cfg, EatEncoder::new(&enc_cfg, &device), &loss, classes, 0, &device);
+                let fbank = Tensor::<3>::random([batch, 1024, 128], Distribution::Normal(0.0, 1.0), &device);
+                let params = model.param_counts().trainable();
+                let batch = || EatBatch { fbank: fbank.clone(), labels: Some(labels.clone()), seed: 0 };
+                (time_steps(model, optim(), 1e-4, steps, |m| m.loss(batch()), |m| sync_head(&m.head)), params)
+            } else {
+                let cfg = BeatsLoraConfig { layerdrop: Some(0.0), ..serde_json::from_value(section)? };
+                let enc_cfg = beats_iter3();
+                let model = cfg.assemble(&enc_cfg, BeatsEncoder::new(&enc_cfg, &device), &loss, classes, 0, &device);
+                let fbank = Tensor::<3>::random([batch, 998, 128], Distribution::Normal(0.0, 1.0), &device);
+                let params = model.param_counts().trainable();
+                let batch = || BeatsBatch { fbank: fbank.clone(), labels: Some(labels.clone()), seed: 0 };
+                (time_steps(model, optim(), 1e-4, steps, |m| m.loss(batch()), |m| sync_head(&m.head)), params)
+            };
+            (times, format!("\"batch\": {batch}, \"classes\": {classes}, \"trainable_params\": {params}"))
+        }
+        other => bail!("--model {other}: use dual_branch_cnn, nf_cdee, eat_lora or beats_lora"),
     };
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
@@ -194,42 +239,127 @@ pub fn train_step(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Forward time of the full-size EAT-base encoder on one 10-s clip on the
-/// flex CPU backend (`--backend` for another), the burn side of `tests/fixtures/gen/eat_torch.py`.
+/// The pretrained encoders `asd bench *-forward` times.
+#[derive(Clone, Copy)]
+enum Encoder {
+    Eat,
+    Beats,
+}
+
+/// Forward time of a full-size pretrained encoder on one 10-s clip on the
+/// flex CPU backend (`--backend` for another), the burn side of
+/// `tests/fixtures/gen/eat_torch.py` and `tests/fixtures/gen/beats_torch.py`:
 ///
 /// ```text
 /// cargo build --example bench_eat_forward
 /// RAYON_NUM_THREADS=2 target/debug/examples/bench_eat_forward --runs 5
 /// /work/pyref/bin/python tests/fixtures/gen/eat_torch.py --threads 2 --runs 5
+/// RAYON_NUM_THREADS=2 target/debug/asd bench beats-forward --runs 5
+/// /work/pyref/bin/python tests/fixtures/gen/beats_torch.py --beats-src UNILM/beats --threads 2 --runs 5
 /// ```
 ///
-/// EAT-base sizes (12 blocks, 768-d, 12 heads, FFN 3072) with random
-/// weights (speed does not depend on their values), input [1, 1024, 128]
-/// (10 s padded to 1024 frames → 1 + 512 tokens), eval, no adapters. One
-/// warm-up pass, then the median of `--runs` passes. Threads come from
-/// RAYON_NUM_THREADS. Prints one JSON object (peak RSS = VmHWM).
-pub fn eat_forward(args: &[String]) -> Result<()> {
+/// EAT: EAT-base sizes (12 blocks, 768-d, 12 heads, FFN 3072), input
+/// [1, 1024, 128] (10 s padded to 1024 frames → 1 + 512 tokens). BEATs: the
+/// released iter3 configuration (12 layers, 768-d, gated relative position
+/// bias, deep norm), fbank input [1, 998, 128] (10 s → 496 patches). Random
+/// weights (speed does not depend on their values), eval, no adapters. One
+/// warm-up pass, then the median of `--runs` passes (`--frames` changes the
+/// input length). Threads come from RAYON_NUM_THREADS. Prints one JSON object
+/// (peak RSS = VmHWM).
+fn encoder_forward(which: Encoder, args: &[String]) -> Result<()> {
     let runs: usize = opt(args, "--runs", 5)?;
-    let frames: usize = opt(args, "--frames", 1024)?;
+    let frames: usize = opt(args, "--frames", if matches!(which, Encoder::Eat) { 1024 } else { 998 })?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "null".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let (backend, device) = backend_device(args)?;
     device.seed(0);
-    let enc = EatEncoder::new(&EatConfig::default(), &device);
     let x = Tensor::<3>::random([1, frames, 128], Distribution::Normal(0.0, 1.0), &device);
+    let forward: Box<dyn Fn() -> Tensor<3>> = match which {
+        Encoder::Eat => {
+            let enc = EatEncoder::new(&EatConfig::default(), &device);
+            Box::new(move || enc.forward(x.clone(), None))
+        }
+        Encoder::Beats => {
+            let enc = BeatsEncoder::new(&beats_iter3(), &device);
+            Box::new(move || enc.forward(x.clone(), None))
+        }
+    };
     let pass = || {
         let t = Instant::now();
-        let y = enc.forward(x.clone(), None);
-        let _ = y.into_data();
+        let _ = forward().into_data();
         t.elapsed().as_secs_f64()
     };
     let warm = pass();
     let mut times: Vec<f64> = (0..runs).map(|_| pass()).collect();
     times.sort_by(f64::total_cmp);
+    let model = if matches!(which, Encoder::Eat) { "eat" } else { "beats" };
     println!(
-        "{{\"side\": \"burn-{backend}\", \"threads\": {threads}, \"frames\": {frames}, \"warmup_s\": {warm:.3}, \
-         \"median_s\": {:.3}, \"times_s\": {times:?}, \"peak_rss_mib\": {:.0}, \"loadavg_before\": {load:?}}}",
+        "{{\"model\": \"{model}\", \"side\": \"burn-{backend}\", \"threads\": {threads}, \"frames\": {frames}, \
+         \"warmup_s\": {warm:.3}, \"median_s\": {:.3}, \"times_s\": {times:?}, \"peak_rss_mib\": {:.0}, \
+         \"loadavg_before\": {load:?}}}",
+        times[times.len() / 2],
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
+/// `asd bench eat-forward` (the `bench_eat_forward` example calls it).
+pub fn eat_forward(args: &[String]) -> Result<()> {
+    encoder_forward(Encoder::Eat, args)
+}
+
+/// The configuration of the released BEATs_iter3 checkpoints.
+fn beats_iter3() -> BeatsConfig {
+    BeatsConfig {
+        input_patch_size: 16,
+        relative_position_embedding: true,
+        max_distance: 800,
+        gru_rel_pos: true,
+        deep_norm: true,
+        layer_wise_gradient_decay_ratio: 0.6,
+        dropout: 0.0,
+        attention_dropout: 0.0,
+        encoder_layerdrop: 0.05,
+        ..BeatsConfig::default()
+    }
+}
+
+/// Time of the kNN back-end (cosine, k = 1, one source and one target bank,
+/// no SMOTE) on random embeddings, the burn-free side of
+/// `tests/fixtures/gen/knn_sklearn_bench.py`:
+///
+/// ```text
+/// RAYON_NUM_THREADS=2 target/release/asd bench knn --test 1000 --bank 1000 --dim 256 --runs 5
+/// ```
+///
+/// `--bank` rows in each of the two banks, `--test` query clips, `--dim`
+/// dimensions, standard normal draws (seeded). Timed: fitting (normalising
+/// the banks) and scoring the queries. Prints one JSON object.
+fn knn(args: &[String]) -> Result<()> {
+    use crate::scoring::knn::{KnnConfig, KnnScorer};
+    use rand_distr::{Distribution as _, StandardNormal};
+    let (n_test, n_bank, dim): (usize, usize, usize) =
+        (opt(args, "--test", 1000)?, opt(args, "--bank", 1000)?, opt(args, "--dim", 256)?);
+    let runs: usize = opt(args, "--runs", 5)?;
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "null".into());
+    let mut rng = crate::util::rng::stream(0, &[]);
+    let mut draw = |n: usize| -> Vec<Vec<f32>> {
+        (0..n).map(|_| (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect()).collect()
+    };
+    let (source, target, test) = (draw(n_bank), draw(n_bank), draw(n_test));
+    let pass = || -> Result<f64> {
+        let t = Instant::now();
+        let scorer = KnnScorer::fit(&KnnConfig::default(), &source, &target, 0)?;
+        std::hint::black_box(scorer.score(&test)?);
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let warm = pass()?;
+    let mut times = (0..runs.max(1)).map(|_| pass()).collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"model\": \"knn\", \"side\": \"asd\", \"threads\": {threads}, \"test\": {n_test}, \"bank\": {n_bank}, \
+         \"dim\": {dim}, \"warmup_s\": {warm:.4}, \"median_s\": {:.4}, \"times_s\": {times:?}, \"peak_rss_mib\": {:.0}}}",
         times[times.len() / 2],
         peak_rss_mib()
     );

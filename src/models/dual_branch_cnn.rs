@@ -27,16 +27,17 @@
 use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring};
 use crate::features::Frames;
 use crate::features::frontend::FrontEnd;
+use crate::nn::attention::attention;
 use crate::nn::util::{l2_normalize, labels_tensor, seeded_init};
 use crate::nn::{Head, LossConfig};
 use crate::train::StepOutput;
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv1d, Conv1dConfig, Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig1d, PaddingConfig2d};
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -232,11 +233,10 @@ impl SpectrumBranch {
             if let Some(att) = self.attention.get(i) {
                 x = if i < 2 {
                     // Frequency attention: tokens are positions, features are channels.
-                    let t = x.swap_dims(1, 2); // [B, L, 128]
-                    att.forward(MhaInput::self_attn(t)).context.swap_dims(1, 2)
+                    self_attention(att, x.swap_dims(1, 2)).swap_dims(1, 2) // tokens [B, L, 128]
                 } else {
                     // Channel attention: tokens are channels, features are positions.
-                    att.forward(MhaInput::self_attn(x)).context
+                    self_attention(att, x)
                 };
             }
         }
@@ -248,6 +248,17 @@ impl SpectrumBranch {
         }
         self.out.forward(h)
     }
+}
+
+/// burn's `MultiHeadAttention::forward` (same weights, dropout 0, no masks)
+/// with the attention product of `nn::attention`, which is 2× faster to train
+/// at the 1 250 tokens of the first module.
+fn self_attention(att: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    let [b, l, d] = x.dims();
+    let heads = |lin: &Linear| lin.forward(x.clone()).reshape([b, l, att.n_heads, att.d_k]).swap_dims(1, 2);
+    let (q, k, v) = (heads(&att.query), heads(&att.key), heads(&att.value));
+    let context = attention(q, k, v, None, (att.d_k as f64).powf(-0.5));
+    att.output.forward(context.swap_dims(1, 2).reshape([b, l, d]))
 }
 
 /// A 3×3 Keras-"same" convolution without bias for an input of `size`
@@ -334,8 +345,7 @@ pub fn plain_self_attention(x: Tensor<3>, heads: usize) -> Tensor<3> {
     let [g, l, d] = x.dims();
     let dh = d / heads;
     let xh = x.clone().reshape([g, l, heads, dh]).swap_dims(1, 2); // [G, H, L, dh]
-    let scores = xh.clone().matmul(xh.clone().swap_dims(2, 3)) / (dh as f64).sqrt();
-    let att = softmax(scores, 3).matmul(xh); // [G, H, L, dh]
+    let att = attention(xh.clone(), xh.clone(), xh, None, (dh as f64).powf(-0.5)); // [G, H, L, dh]
     x + att.swap_dims(1, 2).reshape([g, l, d])
 }
 

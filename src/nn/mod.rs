@@ -1,6 +1,7 @@
 //! Building blocks shared by the models: heads, losses, LoRA, pooling.
 
 pub mod arcface;
+pub mod attention;
 pub mod classifier;
 pub mod flow;
 pub mod head;

@@ -7,11 +7,12 @@
 //! `encoder_embed_dim`, H heads of d = D/H, N = ⌊T/16⌋·8 tokens.
 
 use super::config::BeatsConfig;
+use crate::nn::attention::attention;
 use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -379,27 +380,21 @@ impl SelfAttention {
         let v = Self::project(&self.v_proj, &self.v_lora, x, noise.as_deref_mut());
         let heads = |t: Tensor<3>| t.reshape([b, n, h, hd]).swap_dims(1, 2); // [B, H, N, d]
         let (q, k, v) = (heads(q), heads(k), heads(v));
-        let scaling = (hd as f64).powf(-0.5);
         // The original computes (q·s/32)·kᵀ, subtracts the row max and
         // multiplies by 32: the same softmax input up to rounding.
-        let mut logits = (q.clone() * scaling).matmul(k.swap_dims(2, 3)); // [B, H, N, N]
-        if let Some(bias) = bias {
-            let bias = match (&self.grep_linear, &self.grep_a) {
-                (Some(lin), Some(a)) => {
-                    // Gate from the unscaled projected query of each head.
-                    let g = lin.forward(q).reshape([b, h, n, 2, 4]).sum_dim(4).reshape([b, h, n, 2]);
-                    let g = sigmoid(g);
-                    let ga = g.clone().narrow(3, 0, 1); // [B, H, N, 1]
-                    let gb = g.narrow(3, 1, 1);
-                    let gate = ga * (gb * a.val() - 1.0) + 2.0;
-                    gate * bias
-                }
-                _ => bias,
-            };
-            logits = logits + bias;
-        }
-        let p = softmax(logits, 3);
-        let o = p.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
+        let bias = bias.map(|bias| match (&self.grep_linear, &self.grep_a) {
+            (Some(lin), Some(a)) => {
+                // Gate from the unscaled projected query of each head.
+                let g = lin.forward(q.clone()).reshape([b, h, n, 2, 4]).sum_dim(4).reshape([b, h, n, 2]);
+                let g = sigmoid(g);
+                let ga = g.clone().narrow(3, 0, 1); // [B, H, N, 1]
+                let gb = g.narrow(3, 1, 1);
+                let gate = ga * (gb * a.val() - 1.0) + 2.0;
+                gate * bias
+            }
+            _ => bias,
+        });
+        let o = attention(q, k, v, bias, (hd as f64).powf(-0.5)).swap_dims(1, 2).reshape([b, n, d]);
         Self::project(&self.out_proj, &self.out_lora, o, noise)
     }
 }

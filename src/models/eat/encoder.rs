@@ -9,11 +9,12 @@
 //! tokens, token n = t·(F/16) + f; the output has 1 + N tokens, CLS first.
 
 use super::config::EatConfig;
+use crate::nn::attention::attention;
 use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
@@ -197,8 +198,7 @@ impl Attention {
         let qkv = self.qkv(x, rng.as_deref_mut());
         let part = |s: usize| qkv.clone().narrow(2, s * d, d).reshape([b, n, h, hd]).swap_dims(1, 2); // [B, H, N, d]
         let (q, k, v) = (part(0), part(1), part(2));
-        let logits = (q * (hd as f64).powf(-0.5)).matmul(k.swap_dims(2, 3)); // [B, H, N, N]
-        let o = softmax(logits, 3).matmul(v).swap_dims(1, 2).reshape([b, n, d]);
+        let o = attention(q, k, v, None, (hd as f64).powf(-0.5)).swap_dims(1, 2).reshape([b, n, d]);
         lora::project(&self.proj, self.out_lora.as_ref(), o, rng)
     }
 }

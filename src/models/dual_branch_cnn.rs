@@ -564,6 +564,28 @@ mod tests {
         }
     }
 
+    /// Scoring on flex runs attention through burn's fused kernel, other
+    /// backends (and training) through the composition: the same weights
+    /// give the same embeddings (strided head views, the 5-d heads of the
+    /// channel attention included).
+    #[test]
+    fn fused_and_composed_attention_give_the_same_embeddings() {
+        let flex = Device::flex();
+        let cfg = DualBranchCnnConfig { seconds: 2.0, ..Default::default() };
+        let model = cfg.init(&LossConfig::default(), 3, 7, &flex);
+        let b = batch(&cfg, 2, &flex, false);
+        let fused = to_vec(model.embed(&b));
+        let other = crate::backend::device(crate::backend::BackendName::Ndarray).unwrap();
+        let b = DualBranchBatch {
+            spectrum: b.spectrum.to_device(&other),
+            spectrogram: b.spectrogram.to_device(&other),
+            labels: None,
+        };
+        let composed = to_vec(model.to_device(&other).embed(&b));
+        let diff = composed.iter().zip(&fused).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "max difference {diff}");
+    }
+
     #[test]
     fn keras_same_padding() {
         assert_eq!(same_padding(80000, 256, 64), (96, 96, 1250));

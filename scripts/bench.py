@@ -125,8 +125,8 @@ def fmt(unit, v):
 
 
 def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     flags = open("/proc/cpuinfo").read()
+    cpu = next((l.split(":", 1)[1].strip() for l in flags.splitlines() if l.startswith("model name")), "?")
     avx = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
     mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0) / 2**20
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
@@ -152,7 +152,7 @@ def main():
     only = set(filter(None, a.only.split(",")))
     load = open("/proc/loadavg").read().split()[:3]
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    rows, results = [], []
+    rows = []
     for name, title, asd_args, ref_args, metric, repeat, ref_name in jobs(a.quick):
         if only and name not in only:
             continue
@@ -182,11 +182,10 @@ def main():
                                  "ratio": speed_ratio(metric[0], v, row["ref"])}
             print(json.dumps(row), flush=True)
             rows.append(row)
-            results.append(row)
     out_dir = pathlib.Path(a.target_dir) / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in results)
+        f.writelines(json.dumps(r) + "\n" for r in rows)
     if a.quick or a.no_write:
         return
     write_table(rows, backends, py, started, load)

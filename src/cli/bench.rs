@@ -91,6 +91,30 @@ fn time_steps<M: Module>(
     times
 }
 
+/// RAYON_NUM_THREADS as a JSON value (`null` when unset or not a number).
+fn threads_json() -> String {
+    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse::<usize>().ok());
+    threads.map_or("null".to_string(), |t| t.to_string())
+}
+
+/// The three load averages of /proc/loadavg (empty where unreadable).
+fn loadavg() -> Vec<String> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace().take(3).map(str::to_string).collect()
+}
+
+/// Median of the timings (NaN for none).
+fn median(times: &[f64]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]),
+    }
+}
+
 /// A value of the updated head, read back so that a timed step includes all work.
 fn sync_head(head: &Head) -> f32 {
     match head {
@@ -129,10 +153,7 @@ fn sync_head(head: &Head) -> f32 {
 pub fn train_step(args: &[String]) -> Result<()> {
     let which: String = opt(args, "--model", "dual_branch_cnn".to_string())?;
     let steps: usize = opt(args, "--steps", 5)?;
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse::<usize>().ok());
-    let threads = threads.map_or("null".to_string(), |t| t.to_string());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let (threads, load) = (threads_json(), loadavg());
     let (backend, device) = backend_device(args)?;
     let device = device.autodiff();
 
@@ -215,23 +236,15 @@ pub fn train_step(args: &[String]) -> Result<()> {
         }
         other => bail!("--model {other}: use dual_branch_cnn, nf_cdee, eat_lora or beats_lora"),
     };
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = if sorted.is_empty() {
-        f64::NAN
-    } else if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
-    };
+    let mid = median(&times);
     let steps_json: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
     println!(
         "{{\"model\": \"{which}\", \"framework\": \"burn-{backend}\", \"burn\": \"{}\", \"profile\": \"{}\", \
-         \"threads\": {threads}, {extra}, \"median_step_s\": {median:.4}, \"steps_per_s\": {:.3}, \"steps\": [{}], \
+         \"threads\": {threads}, {extra}, \"median_step_s\": {mid:.4}, \"steps_per_s\": {:.3}, \"steps\": [{}], \
          \"peak_rss_mib\": {:.1}, \"loadavg_before\": \"{}\"}}",
         env!("ASD_BURN_VERSION"),
         if cfg!(debug_assertions) { "dev (deps opt-level 3)" } else { "release" },
-        1.0 / median,
+        1.0 / mid,
         steps_json.join(", "),
         peak_rss_mib(),
         load.join(" ")
@@ -269,9 +282,7 @@ enum Encoder {
 fn encoder_forward(which: Encoder, args: &[String]) -> Result<()> {
     let runs: usize = opt(args, "--runs", 5)?;
     let frames: usize = opt(args, "--frames", if matches!(which, Encoder::Eat) { 1024 } else { 998 })?;
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "null".into());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let (threads, load) = (threads_json(), loadavg());
     let (backend, device) = backend_device(args)?;
     device.seed(0);
     let x = Tensor::<3>::random([1, frames, 128], Distribution::Normal(0.0, 1.0), &device);
@@ -298,7 +309,7 @@ fn encoder_forward(which: Encoder, args: &[String]) -> Result<()> {
         "{{\"model\": \"{model}\", \"side\": \"burn-{backend}\", \"threads\": {threads}, \"frames\": {frames}, \
          \"warmup_s\": {warm:.3}, \"median_s\": {:.3}, \"times_s\": {times:?}, \"peak_rss_mib\": {:.0}, \
          \"loadavg_before\": {load:?}}}",
-        times[times.len() / 2],
+        median(&times),
         peak_rss_mib()
     );
     Ok(())
@@ -342,7 +353,7 @@ fn knn(args: &[String]) -> Result<()> {
     let (n_test, n_bank, dim): (usize, usize, usize) =
         (opt(args, "--test", 1000)?, opt(args, "--bank", 1000)?, opt(args, "--dim", 256)?);
     let runs: usize = opt(args, "--runs", 5)?;
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "null".into());
+    let threads = threads_json();
     let mut rng = crate::util::rng::stream(0, &[]);
     let mut draw = |n: usize| -> Vec<Vec<f32>> {
         (0..n).map(|_| (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect()).collect()
@@ -360,7 +371,7 @@ fn knn(args: &[String]) -> Result<()> {
     println!(
         "{{\"model\": \"knn\", \"side\": \"asd\", \"threads\": {threads}, \"test\": {n_test}, \"bank\": {n_bank}, \
          \"dim\": {dim}, \"warmup_s\": {warm:.4}, \"median_s\": {:.4}, \"times_s\": {times:?}, \"peak_rss_mib\": {:.0}}}",
-        times[times.len() / 2],
+        median(&times),
         peak_rss_mib()
     );
     Ok(())

@@ -251,8 +251,9 @@ impl SpectrumBranch {
 }
 
 /// burn's `MultiHeadAttention::forward` (same weights, dropout 0, no masks)
-/// with the attention product of `nn::attention`, which is 2× faster to train
-/// at the 1 250 tokens of the first module.
+/// with the attention product of `nn::attention`: at the 1 250 tokens of the
+/// first module it trains the branch 1.3× faster in 0.6× the memory
+/// (BENCHMARKS.md, "Where the time goes").
 fn self_attention(att: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     let [b, l, d] = x.dims();
     let heads = |lin: &Linear| lin.forward(x.clone()).reshape([b, l, att.n_heads, att.d_k]).swap_dims(1, 2);

@@ -85,6 +85,7 @@ fn gram_tile(tile: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let mut rows = vec![Vec::with_capacity(b.len()); tile.len()];
     let quads = tile.chunks_exact(4);
     let rest = quads.remainder();
+    let done = tile.len() - rest.len();
     for y in b {
         for (i, q) in quads.clone().enumerate() {
             let d = dots::<4>(y, [&q[0], &q[1], &q[2], &q[3]]);
@@ -92,7 +93,6 @@ fn gram_tile(tile: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<Vec<f64>> {
                 rows[4 * i + r].push(v);
             }
         }
-        let done = tile.len() - rest.len();
         for (r, x) in rest.iter().enumerate() {
             rows[done + r].push(dots::<1>(y, [x])[0]);
         }

@@ -380,8 +380,6 @@ impl SelfAttention {
         let v = Self::project(&self.v_proj, &self.v_lora, x, noise.as_deref_mut());
         let heads = |t: Tensor<3>| t.reshape([b, n, h, hd]).swap_dims(1, 2); // [B, H, N, d]
         let (q, k, v) = (heads(q), heads(k), heads(v));
-        // The original computes (q·s/32)·kᵀ, subtracts the row max and
-        // multiplies by 32: the same softmax input up to rounding.
         let bias = bias.map(|bias| match (&self.grep_linear, &self.grep_a) {
             (Some(lin), Some(a)) => {
                 // Gate from the unscaled projected query of each head.
@@ -394,6 +392,8 @@ impl SelfAttention {
             }
             _ => bias,
         });
+        // The original computes (q·s/32)·kᵀ, subtracts the row max and
+        // multiplies by 32: the same softmax input up to rounding.
         let o = attention(q, k, v, bias, (hd as f64).powf(-0.5)).swap_dims(1, 2).reshape([b, n, d]);
         Self::project(&self.out_proj, &self.out_lora, o, noise)
     }

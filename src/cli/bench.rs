@@ -8,7 +8,7 @@ use crate::models::dual_branch_cnn::{DualBranchBatch, DualBranchCnnConfig};
 use crate::models::eat::{EatBatch, EatConfig, EatEncoder, EatLoraConfig};
 use crate::models::nf_cdee::{NfCdeeBatch, NfCdeeConfig};
 use crate::nn::util::{count_params, labels_tensor};
-use crate::nn::{Head, LossConfig};
+use crate::nn::{Head, LossConfig, linear};
 use crate::train::AdamW;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -277,8 +277,11 @@ enum Encoder {
 /// bias, deep norm), fbank input [1, 998, 128] (10 s → 496 patches). Random
 /// weights (speed does not depend on their values), eval, no adapters. One
 /// warm-up pass, then the median of `--runs` passes (`--frames` changes the
-/// input length). Threads come from RAYON_NUM_THREADS. Prints one JSON object
-/// (peak RSS = VmHWM).
+/// input length). As in scoring, the passes run inside
+/// [`linear::with_frozen_weights`], so the warm-up pass packs the Linear
+/// weights and the timed ones reuse them; `--repack` times every pass
+/// reading and packing them again. Threads come from RAYON_NUM_THREADS.
+/// Prints one JSON object (peak RSS = VmHWM).
 fn encoder_forward(which: Encoder, args: &[String]) -> Result<()> {
     let runs: usize = opt(args, "--runs", 5)?;
     let frames: usize = opt(args, "--frames", if matches!(which, Encoder::Eat) { 1024 } else { 998 })?;
@@ -301,14 +304,15 @@ fn encoder_forward(which: Encoder, args: &[String]) -> Result<()> {
         let _ = forward().into_data();
         t.elapsed().as_secs_f64()
     };
-    let warm = pass();
-    let mut times: Vec<f64> = (0..runs).map(|_| pass()).collect();
+    let all = || (pass(), (0..runs).map(|_| pass()).collect::<Vec<f64>>());
+    let repack = args.iter().any(|a| a == "--repack");
+    let (warm, mut times) = if repack { all() } else { linear::with_frozen_weights(all) };
     times.sort_by(f64::total_cmp);
     let model = if matches!(which, Encoder::Eat) { "eat" } else { "beats" };
     println!(
         "{{\"model\": \"{model}\", \"side\": \"burn-{backend}\", \"threads\": {threads}, \"frames\": {frames}, \
          \"warmup_s\": {warm:.3}, \"median_s\": {:.3}, \"times_s\": {times:?}, \"peak_rss_mib\": {:.0}, \
-         \"loadavg_before\": {load:?}}}",
+         \"repack\": {repack}, \"loadavg_before\": {load:?}}}",
         median(&times),
         peak_rss_mib()
     );

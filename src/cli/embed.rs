@@ -161,10 +161,14 @@ pub fn run(a: EmbedArgs, quiet: bool) -> Result<()> {
     // Whole folder or nothing, as `asd features`.
     let bar = Progress::new(jobs.len() as u64, "embed", quiet);
     let batch = Batch::new();
-    for (wav, out) in &jobs {
-        one(wav, &batch.stage(out))?;
-        bar.inc(1);
-    }
+    // One encoder over the folder: its Linear weights are packed once.
+    crate::nn::linear::with_frozen_weights(|| -> Result<()> {
+        for (wav, out) in &jobs {
+            one(wav, &batch.stage(out))?;
+            bar.inc(1);
+        }
+        Ok(())
+    })?;
     batch.commit()?;
     bar.finish();
     if !quiet {

@@ -164,10 +164,24 @@ impl LoraAdapter {
 
 /// `lin(x)` plus the adapter's update, if any.
 pub fn project(lin: &Linear, adapter: Option<&LoraAdapter>, x: Tensor<3>, rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
-    let y = lin.forward(x.clone());
+    let y = super::linear::forward(lin, x.clone());
     match adapter {
         Some(a) => y + a.forward(x, rng),
         None => y,
+    }
+}
+
+/// `gelu(project(..))` (exact GELU): one pass on the fast path when there
+/// is no adapter (inference after [`merged`], or a layer left without one).
+pub fn project_gelu(
+    lin: &Linear,
+    adapter: Option<&LoraAdapter>,
+    x: Tensor<3>,
+    rng: Option<&mut ChaCha8Rng>,
+) -> Tensor<3> {
+    match adapter {
+        Some(a) => super::activation::gelu_tensor(super::linear::forward(lin, x.clone()) + a.forward(x, rng)),
+        None => super::linear::forward_gelu(lin, x),
     }
 }
 
@@ -180,7 +194,7 @@ pub fn project_fused(
     x: Tensor<3>,
     mut rng: Option<&mut ChaCha8Rng>,
 ) -> Tensor<3> {
-    let mut y = lin.forward(x.clone());
+    let mut y = super::linear::forward(lin, x.clone());
     for (cols, a) in slices {
         let [b, n, _] = y.dims();
         let u = a.forward(x.clone(), rng.as_deref_mut());

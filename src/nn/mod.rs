@@ -1,10 +1,13 @@
 //! Building blocks shared by the models: heads, losses, LoRA, pooling.
 
+pub mod activation;
 pub mod arcface;
 pub mod attention;
 pub mod classifier;
 pub mod flow;
+pub mod gemm;
 pub mod head;
+pub mod linear;
 pub mod lora;
 pub mod loss;
 pub mod pooling;

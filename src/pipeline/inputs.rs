@@ -79,16 +79,21 @@ impl Inputs {
         let bar = Progress::new(clips.len() as u64, "embed", quiet);
         let mut out = Vec::with_capacity(clips.len());
         let ctx = BatchContext { labels: None, specaugment: None, seed: 0 };
-        for chunk in clips.chunks(batch.max(1)) {
-            let e = spec.infer(model, self.batch(spec, chunk, &ctx, device)?);
-            let [n, d] = e.dims();
-            let v = crate::nn::util::to_vec(e);
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                anyhow::bail!("the model's output for {} is {} (not finite)", chunk[i / d].path.display(), v[i]);
+        // One model, unchanged, over every chunk: its Linear weights are
+        // packed once.
+        crate::nn::linear::with_frozen_weights(|| -> Result<()> {
+            for chunk in clips.chunks(batch.max(1)) {
+                let e = spec.infer(model, self.batch(spec, chunk, &ctx, device)?);
+                let [n, d] = e.dims();
+                let v = crate::nn::util::to_vec(e);
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    anyhow::bail!("the model's output for {} is {} (not finite)", chunk[i / d].path.display(), v[i]);
+                }
+                out.extend((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()));
+                bar.inc(chunk.len() as u64);
             }
-            out.extend((0..n).map(|i| v[i * d..(i + 1) * d].to_vec()));
-            bar.inc(chunk.len() as u64);
-        }
+            Ok(())
+        })?;
         bar.finish();
         Ok(out)
     }

@@ -8,6 +8,7 @@
 
 use super::config::BeatsConfig;
 use crate::nn::attention::attention;
+use crate::nn::linear;
 use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -190,7 +191,7 @@ impl BeatsEncoder {
         let tokens = conv.clone().reshape([b, e, t * f]).swap_dims(1, 2); // [B, N, E]
         let normed = self.layer_norm.forward(tokens.clone());
         let proj = match &self.post_extract_proj {
-            Some(p) => p.forward(normed.clone()),
+            Some(p) => linear::forward(p, normed.clone()),
             None => normed.clone(),
         }; // [B, N, D]
         (conv, tokens, normed, proj)
@@ -318,7 +319,7 @@ impl EncoderLayer {
     pub fn forward(&self, x: Tensor<3>, bias: Option<Tensor<4>>, noise: Option<&mut TrainNoise>) -> Tensor<3> {
         let a = self.self_attn.forward(x.clone(), bias, noise);
         let x = self.self_attn_layer_norm.forward(x * self.alpha + a);
-        let f = self.fc2.forward(gelu(self.fc1.forward(x.clone())));
+        let f = linear::forward(&self.fc2, linear::forward_gelu(&self.fc1, x.clone()));
         self.final_layer_norm.forward(x * self.alpha + f)
     }
 }

@@ -14,7 +14,6 @@ use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
@@ -205,7 +204,7 @@ impl Attention {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
-        let hidden = gelu(lora::project(&self.fc1, self.fc1_lora.as_ref(), x, rng.as_deref_mut()));
+        let hidden = lora::project_gelu(&self.fc1, self.fc1_lora.as_ref(), x, rng.as_deref_mut());
         lora::project(&self.fc2, self.fc2_lora.as_ref(), hidden, rng)
     }
 }

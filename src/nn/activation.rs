@@ -6,18 +6,19 @@
 //! matrix product. These are branch-free, so the compiler vectorizes them (8
 //! lanes with AVX2), and their callers run them on every thread.
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use super::util::{flex_inference_f32, to_vec};
+use burn::tensor::{Tensor, TensorData};
 
 /// Exact GELU of a tensor: [`gelu_in_place`] in inference on flex (f32),
 /// so a layer gives the same values whether or not its product took the
 /// fused path; burn's own elsewhere (autodiff needs its backward).
 pub fn gelu_tensor<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if device.is_autodiff() || device != Device::flex() || x.dtype() != DType::F32 {
+    if !flex_inference_f32(&device, x.dtype()) {
         return burn::tensor::activation::gelu(x);
     }
     let dims = x.dims();
-    let mut v = x.into_data().try_into_vec::<f32>().expect("f32 tensor data");
+    let mut v = to_vec(x);
     gelu_in_place(&mut v);
     Tensor::from_data(TensorData::new(v, dims), &device)
 }

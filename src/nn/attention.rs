@@ -19,16 +19,17 @@
 
 use super::activation::exp_shifted_in_place;
 use super::gemm::{self, Epilogue, PackedB};
+use super::util::{f32_slice as floats, flex_inference_f32};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// `softmax(q·kᵀ·scale + bias)·v` over [B, H, N, d]; `bias` broadcasts from
 /// [1 or B, H, N, N]. Returns [B, H, N, d_v].
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {
     let device = q.device();
-    if !device.is_autodiff() && device == Device::flex() && q.dtype() == DType::F32 && gemm::available() {
+    if flex_inference_f32(&device, q.dtype()) && gemm::available() {
         return per_head(q, k, v, bias, scale as f32);
     }
     if !device.is_autodiff() && device == Device::flex() {
@@ -123,10 +124,6 @@ fn head(q: &[f32], k: &[f32], v: &[f32], bias: Option<&[f32]>, scale: f32, s: He
         let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
         o.iter_mut().zip(y).for_each(|(o, y)| *o = y * inv);
     }
-}
-
-fn floats(data: &TensorData) -> &[f32] {
-    data.as_slice::<f32>().expect("f32 tensor data")
 }
 
 fn composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {

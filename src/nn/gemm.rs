@@ -87,15 +87,12 @@ impl PackedB {
         let nr = isa.tile().1;
         let strips = n.div_ceil(nr);
         let mut data = vec![0f32; strips * nr * k];
-        // A model's weights are packed on every inference call, so in
-        // parallel: tasks of [`PACK_STRIPS`] strips of one k block, each
-        // reading its rows left to right (a 1 KiB run per row) and writing
-        // as many panel streams; strip by strip would read 64 bytes a row,
-        // one page apart, at a third of the speed.
-        let mut rest = &mut data[..];
-        for (k0, kc) in k_blocks(k) {
-            let (block, tail) = std::mem::take(&mut rest).split_at_mut(kc * strips * nr);
-            rest = tail;
+        // Outside a frozen-weights scope a weight is packed on every call,
+        // so in parallel: tasks of [`PACK_STRIPS`] strips of one k block,
+        // each reading its rows left to right (a 1 KiB run per row) and
+        // writing as many panel streams; strip by strip would read 64 bytes
+        // a row, one page apart, at a third of the speed.
+        for (k0, kc, block) in k_block_slices(&mut data, k, strips * nr) {
             block.par_chunks_mut(PACK_STRIPS * kc * nr).enumerate().for_each(|(g, panels)| {
                 let s0 = g * PACK_STRIPS;
                 for (p, row) in b[k0 * n..(k0 + kc) * n].chunks(n).enumerate() {
@@ -122,9 +119,7 @@ impl PackedB {
     /// The panel of k block starting at `k0` (depth `kc`), column strip `s`.
     fn panel(&self, k0: usize, kc: usize, s: usize) -> &[f32] {
         let nr = self.isa.tile().1;
-        let strips = self.n.div_ceil(nr);
-        let start = k0 * strips * nr + s * kc * nr;
-        &self.data[start..start + kc * nr]
+        panel(&self.data, self.n.div_ceil(nr) * nr, k0, kc, s, nr)
     }
 }
 
@@ -176,10 +171,7 @@ impl PackedA {
     fn new(a: &[f32], m: usize, k: usize, mr: usize) -> PackedA {
         let strips = m.div_ceil(mr);
         let mut data = vec![0f32; strips * mr * k];
-        let mut rest = &mut data[..];
-        for (k0, kc) in k_blocks(k) {
-            let (block, tail) = std::mem::take(&mut rest).split_at_mut(kc * strips * mr);
-            rest = tail;
+        for (k0, kc, block) in k_block_slices(&mut data, k, strips * mr) {
             block.par_chunks_mut(kc * mr).enumerate().for_each(|(i, panel)| {
                 for (r, row) in a.chunks(k).skip(i * mr).take(mr).enumerate() {
                     for (p, &v) in row[k0..k0 + kc].iter().enumerate() {
@@ -193,8 +185,7 @@ impl PackedA {
 
     /// Row strip `i` of the k block starting at `k0` (depth `kc`).
     fn panel(&self, k0: usize, kc: usize, i: usize) -> &[f32] {
-        let start = k0 * self.strips * self.mr + i * kc * self.mr;
-        &self.data[start..start + kc * self.mr]
+        panel(&self.data, self.strips * self.mr, k0, kc, i, self.mr)
     }
 }
 
@@ -210,6 +201,27 @@ fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
         *k0 += kc;
         Some(block)
     })
+}
+
+/// A packed operand's k blocks, each with its slice of `data`: the block
+/// at k0 holds kc rows of `width` floats (all strips, padding included)
+/// and starts at k0·width.
+fn k_block_slices(data: &mut [f32], k: usize, width: usize) -> Vec<(usize, usize, &mut [f32])> {
+    let mut rest = data;
+    let mut blocks = Vec::new();
+    for (k0, kc) in k_blocks(k) {
+        let (block, tail) = std::mem::take(&mut rest).split_at_mut(kc * width);
+        blocks.push((k0, kc, block));
+        rest = tail;
+    }
+    blocks
+}
+
+/// Strip `i` (`unit` floats wide) of the k block at k0 (depth kc) in the
+/// layout of [`k_block_slices`]: the strip's kc × unit panel.
+fn panel(data: &[f32], width: usize, k0: usize, kc: usize, i: usize, unit: usize) -> &[f32] {
+    let start = k0 * width + i * kc * unit;
+    &data[start..start + kc * unit]
 }
 
 /// One task: rows `r0..r1` and column strips `s0..s1` of C.

@@ -12,9 +12,10 @@
 
 use super::activation::gelu_tensor;
 use super::gemm::{self, Epilogue, PackedB};
+use super::util::{f32_slice as floats, flex_inference_f32};
 use burn::module::ParamId;
 use burn::nn::Linear;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -72,9 +73,7 @@ pub fn forward_gelu<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
 }
 
 fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
-    let device = x.device();
-    let k = x.dims()[D - 1];
-    k > 0 && !device.is_autodiff() && device == Device::flex() && x.dtype() == DType::F32 && gemm::available()
+    x.dims()[D - 1] > 0 && flex_inference_f32(&x.device(), x.dtype()) && gemm::available()
 }
 
 fn product<const D: usize>(lin: &Linear, x: Tensor<D>, gelu: bool) -> Tensor<D> {
@@ -107,15 +106,11 @@ fn packed(lin: &Linear) -> Rc<Packed> {
     p
 }
 
-fn floats(data: &TensorData) -> &[f32] {
-    data.as_slice::<f32>().expect("f32 tensor data")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::nn::LinearConfig;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     /// The gemm path equals burn's Linear (and Linear then GELU) within f32
     /// rounding, with and without a bias, for a batched 3-D input.

@@ -1,6 +1,6 @@
 //! Small tensor helpers burn does not ship.
 
-use burn::tensor::Device;
+use burn::tensor::{DType, Device};
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// `log Σ exp(x)` along `dim`, kept as a size-1 dimension.
@@ -25,6 +25,18 @@ pub fn l2_normalize<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
 pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Tensor::from_data(TensorData::new(v, [labels.len()]), device)
+}
+
+/// Whether a tensor of `dtype` on `device` is f32 inference on flex: where
+/// asd's own CPU kernels ([`super::gemm`], [`super::activation`]) may stand
+/// in for burn's operations (autodiff needs burn's, with their backward).
+pub fn flex_inference_f32(device: &Device, dtype: DType) -> bool {
+    !device.is_autodiff() && *device == Device::flex() && dtype == DType::F32
+}
+
+/// The values of f32 tensor data, borrowed.
+pub fn f32_slice(data: &TensorData) -> &[f32] {
+    data.as_slice::<f32>().expect("f32 tensor data")
 }
 
 /// Reads a float tensor back as f32 values.

@@ -142,19 +142,46 @@ pub fn matmul(a: &[f32], b: &PackedB, epilogue: Epilogue, m: usize) -> Vec<f32> 
     if let Some(bias) = epilogue.bias {
         assert_eq!(bias.len(), n, "bias is not of length {n}");
     }
+    let (mr, nr) = b.isa.tile();
+    let a = PackedA::new(Lhs::Rows(a), m, k, mr);
+    product(&a, b, epilogue, m, mr, nr)
+}
+
+/// `C = Aᵀ·B` for Aᵀ given row-major as `at` [k, m]: the product of the
+/// transpose without forming it. Packing reads runs of MR floats of `at`
+/// instead of gathering one float per row of A, the cheaper of the two
+/// directions for a large A.
+pub fn matmul_transposed_a(at: &[f32], b: &PackedB, m: usize) -> Vec<f32> {
+    let k = b.k;
+    assert!(k > 0, "gemm needs k ≥ 1");
+    assert_eq!(at.len(), m * k, "Aᵀ is not {k} × {m}");
+    let (mr, nr) = b.isa.tile();
+    let a = PackedA::new(Lhs::Transposed(at), m, k, mr);
+    product(&a, b, Epilogue::default(), m, mr, nr)
+}
+
+/// C for packed operands; C is m × n.
+fn product(a: &PackedA, b: &PackedB, epilogue: Epilogue, m: usize, mr: usize, nr: usize) -> Vec<f32> {
+    let n = b.n;
     let mut c = vec![0f32; m * n];
     if m == 0 || n == 0 {
         return c;
     }
-    let (mr, nr) = b.isa.tile();
-    let a = PackedA::new(a, m, k, mr);
     let tasks = split(m, n, mr, nr, rayon::current_num_threads());
     let c_ptr = SyncPtr(c.as_mut_ptr());
     tasks.par_iter().for_each(|t| {
         // SAFETY: the tasks' (rows, cols) blocks of C are disjoint.
-        unsafe { run(&a, b, epilogue, t, c_ptr.get(), n) }
+        unsafe { run(a, b, epilogue, t, c_ptr.get(), n) }
     });
     c
+}
+
+/// How A reaches [`PackedA`]: itself, [m, k] row-major, or its transpose,
+/// [k, m] row-major.
+#[derive(Clone, Copy)]
+enum Lhs<'a> {
+    Rows(&'a [f32]),
+    Transposed(&'a [f32]),
 }
 
 /// A ([m, k], row-major) in the kernel's order: for each block of [`KC`]
@@ -168,15 +195,18 @@ struct PackedA {
 }
 
 impl PackedA {
-    fn new(a: &[f32], m: usize, k: usize, mr: usize) -> PackedA {
+    fn new(a: Lhs, m: usize, k: usize, mr: usize) -> PackedA {
         let strips = m.div_ceil(mr);
         let mut data = vec![0f32; strips * mr * k];
         for (k0, kc, block) in k_block_slices(&mut data, k, strips * mr) {
             block.par_chunks_mut(kc * mr).enumerate().for_each(|(i, panel)| {
-                for (r, row) in a.chunks(k).skip(i * mr).take(mr).enumerate() {
-                    for (p, &v) in row[k0..k0 + kc].iter().enumerate() {
-                        panel[p * mr + r] = v;
-                    }
+                let (r0, rows) = (i * mr, mr.min(m - i * mr));
+                match (a, mr) {
+                    (Lhs::Rows(a), 12) => pack_rows::<12>(panel, a, (r0, rows), (k0, kc), k),
+                    (Lhs::Rows(a), 6) => pack_rows::<6>(panel, a, (r0, rows), (k0, kc), k),
+                    (Lhs::Transposed(at), 12) => pack_columns::<12>(panel, at, (r0, rows), k0, m),
+                    (Lhs::Transposed(at), 6) => pack_columns::<6>(panel, at, (r0, rows), k0, m),
+                    _ => unreachable!("no kernel has {mr} rows"),
                 }
             });
         }
@@ -186,6 +216,42 @@ impl PackedA {
     /// Row strip `i` of the k block starting at `k0` (depth `kc`).
     fn panel(&self, k0: usize, kc: usize, i: usize) -> &[f32] {
         panel(&self.data, self.strips * self.mr, k0, kc, i, self.mr)
+    }
+}
+
+/// One A panel from A's rows r0.. (`rows` of them, the rest zero), columns
+/// k0..k0 + kc: panel[p·MR + r] = A[r0 + r, k0 + p]. MR is a constant so the
+/// inner loop is MR loads and stores without bounds checks.
+fn pack_rows<const MR: usize>(
+    panel: &mut [f32],
+    a: &[f32],
+    (r0, rows): (usize, usize),
+    (k0, kc): (usize, usize),
+    k: usize,
+) {
+    let zeros = vec![0f32; kc];
+    let src: [&[f32]; MR] = std::array::from_fn(|r| if r < rows { &a[(r0 + r) * k + k0..][..kc] } else { &zeros[..] });
+    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+        let dst: &mut [f32; MR] = dst.try_into().expect("MR floats");
+        for (d, s) in dst.iter_mut().zip(&src) {
+            *d = s[p];
+        }
+    }
+}
+
+/// One A panel from Aᵀ ([k, m] row-major): panel[p·MR + r] = Aᵀ[k0 + p,
+/// r0 + r], a run of MR floats per p (fewer in the last strip, the rest
+/// zero).
+fn pack_columns<const MR: usize>(panel: &mut [f32], at: &[f32], (r0, rows): (usize, usize), k0: usize, m: usize) {
+    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+        let row = &at[(k0 + p) * m + r0..];
+        if rows == MR {
+            let src: &[f32; MR] = row[..MR].try_into().expect("MR floats");
+            let dst: &mut [f32; MR] = dst.try_into().expect("MR floats");
+            *dst = *src;
+        } else {
+            dst[..rows].copy_from_slice(&row[..rows]);
+        }
     }
 }
 
@@ -438,6 +504,10 @@ mod tests {
                 // |terms| < 1: f32 rounding over k terms stays below k·2⁻²³·(a few).
                 assert!(err < 4.0 * k as f64 * f32::EPSILON as f64, "{m}×{k}×{n}: {err}");
             }
+            // The same product from Aᵀ, bit for bit.
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let plain = matmul(&a, &PackedB::new(&b, k, n), Epilogue::default(), m);
+            assert_eq!(matmul_transposed_a(&at, &PackedB::new(&b, k, n), m), plain, "{m}×{k}×{n} from Aᵀ");
         }
     }
 

@@ -7,7 +7,7 @@
 //! `encoder_embed_dim`, H heads of d = D/H, N = ⌊T/16⌋·8 tokens.
 
 use super::config::BeatsConfig;
-use crate::nn::attention::attention;
+use crate::nn::attention::attention_tokens;
 use crate::nn::linear;
 use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
@@ -379,12 +379,11 @@ impl SelfAttention {
         let q = Self::project(&self.q_proj, &self.q_lora, x.clone(), noise.as_deref_mut());
         let k = Self::project(&self.k_proj, &self.k_lora, x.clone(), noise.as_deref_mut());
         let v = Self::project(&self.v_proj, &self.v_lora, x, noise.as_deref_mut());
-        let heads = |t: Tensor<3>| t.reshape([b, n, h, hd]).swap_dims(1, 2); // [B, H, N, d]
-        let (q, k, v) = (heads(q), heads(k), heads(v));
         let bias = bias.map(|bias| match (&self.grep_linear, &self.grep_a) {
             (Some(lin), Some(a)) => {
                 // Gate from the unscaled projected query of each head.
-                let g = lin.forward(q.clone()).reshape([b, h, n, 2, 4]).sum_dim(4).reshape([b, h, n, 2]);
+                let q = q.clone().reshape([b, n, h, hd]).swap_dims(1, 2); // [B, H, N, d]
+                let g = lin.forward(q).reshape([b, h, n, 2, 4]).sum_dim(4).reshape([b, h, n, 2]);
                 let g = sigmoid(g);
                 let ga = g.clone().narrow(3, 0, 1); // [B, H, N, 1]
                 let gb = g.narrow(3, 1, 1);
@@ -395,7 +394,7 @@ impl SelfAttention {
         });
         // The original computes (q·s/32)·kᵀ, subtracts the row max and
         // multiplies by 32: the same softmax input up to rounding.
-        let o = attention(q, k, v, bias, (hd as f64).powf(-0.5)).swap_dims(1, 2).reshape([b, n, d]);
+        let o = attention_tokens(q, k, v, h, bias, (hd as f64).powf(-0.5));
         Self::project(&self.out_proj, &self.out_lora, o, noise)
     }
 }

@@ -9,7 +9,7 @@
 //! tokens, token n = t·(F/16) + f; the output has 1 + N tokens, CLS first.
 
 use super::config::EatConfig;
-use crate::nn::attention::attention;
+use crate::nn::attention::attention_tokens;
 use crate::nn::lora::{self, LoraAdapter};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -192,12 +192,11 @@ impl Attention {
     }
 
     pub fn forward(&self, x: Tensor<3>, mut rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
-        let [b, n, d] = x.dims();
+        let d = x.dims()[2];
         let (h, hd) = (self.heads, d / self.heads);
         let qkv = self.qkv(x, rng.as_deref_mut());
-        let part = |s: usize| qkv.clone().narrow(2, s * d, d).reshape([b, n, h, hd]).swap_dims(1, 2); // [B, H, N, d]
-        let (q, k, v) = (part(0), part(1), part(2));
-        let o = attention(q, k, v, None, (hd as f64).powf(-0.5)).swap_dims(1, 2).reshape([b, n, d]);
+        let part = |s: usize| qkv.clone().narrow(2, s * d, d); // [B, N, D]
+        let o = attention_tokens(part(0), part(1), part(2), h, None, (hd as f64).powf(-0.5));
         lora::project(&self.proj, self.out_lora.as_ref(), o, rng)
     }
 }

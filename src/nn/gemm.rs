@@ -40,19 +40,44 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best kernel this CPU supports, or `None` (no AVX2 + FMA, or not
-    /// x86-64). std caches the feature test.
+    /// The kernel products run on: the best this CPU supports, or the one
+    /// `ASD_GEMM_ISA` (`avx2`, `avx512`) names if the CPU supports it (to
+    /// measure or test the AVX2 kernel on an AVX-512 machine); `None` without
+    /// AVX2 + FMA or off x86-64. Read once per process.
     pub fn detect() -> Option<Isa> {
+        static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let supported = Isa::supported();
+            let wanted = std::env::var("ASD_GEMM_ISA").ok();
+            let named = wanted.as_deref().map(|w| match w {
+                "avx2" => Some(Isa::Avx2),
+                "avx512" => Some(Isa::Avx512),
+                _ => None,
+            });
+            match named {
+                Some(Some(isa)) if supported.contains(&isa) => Some(isa),
+                Some(_) => {
+                    eprintln!("asd: ASD_GEMM_ISA={wanted:?} is not a kernel this CPU runs ({supported:?}); using the best");
+                    supported.first().copied()
+                }
+                None => supported.first().copied(),
+            }
+        })
+    }
+
+    /// The kernels this CPU runs, best first.
+    pub fn supported() -> Vec<Isa> {
+        let mut isas = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                return Some(Isa::Avx512);
+                isas.push(Isa::Avx512);
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Some(Isa::Avx2);
+                isas.push(Isa::Avx2);
             }
         }
-        None
+        isas
     }
 
     /// Rows and columns of the register tile.
@@ -82,7 +107,11 @@ pub struct PackedB {
 impl PackedB {
     /// Panics unless [`available`].
     pub fn new(b: &[f32], k: usize, n: usize) -> PackedB {
-        let isa = Isa::detect().expect("gemm needs AVX2 with FMA, or AVX-512");
+        PackedB::for_kernel(b, k, n, Isa::detect().expect("gemm needs AVX2 with FMA, or AVX-512"))
+    }
+
+    /// B packed for the kernel of `isa`, which the CPU must support.
+    fn for_kernel(b: &[f32], k: usize, n: usize, isa: Isa) -> PackedB {
         assert_eq!(b.len(), k * n, "B is not {k} × {n}");
         let nr = isa.tile().1;
         let strips = n.div_ceil(nr);
@@ -528,6 +557,19 @@ mod tests {
             crate::nn::activation::gelu_in_place(&mut after);
             assert_eq!(fused, after);
         }
+    }
+
+    /// Every kernel this CPU runs gives the same bits: each element of C is
+    /// summed in the same order whatever the tile size.
+    #[test]
+    fn kernels_agree_bit_for_bit() {
+        let (m, k, n) = (50, 600, 77);
+        let (a, b, bias) = (values(m * k, 7), values(k * n, 8), values(n, 9));
+        let products: Vec<_> = Isa::supported()
+            .into_iter()
+            .map(|isa| matmul(&a, &PackedB::for_kernel(&b, k, n, isa), Epilogue { bias: Some(&bias), gelu: true }, m))
+            .collect();
+        assert!(products.windows(2).all(|w| w[0] == w[1]));
     }
 
     /// The k blocks cover 0..k in order, none deeper than KC.

@@ -28,6 +28,7 @@ use super::spec::{BatchContext, InitContext, ModelInfo, ModelSpec, Scoring};
 use crate::features::Frames;
 use crate::features::frontend::FrontEnd;
 use crate::nn::attention::attention;
+use crate::nn::conv2d::conv2d;
 use crate::nn::util::{l2_normalize, labels_tensor, seeded_init};
 use crate::nn::{Head, LossConfig};
 use crate::train::StepOutput;
@@ -317,17 +318,17 @@ impl ResBlock {
             Some(bn) => bn.forward(x),
             None => x,
         };
-        let xr = self.conv1.forward(relu(x.clone()));
-        let xr = self.conv2.forward(relu(self.bn1.forward(xr)));
+        let xr = conv2d(&self.conv1, relu(x.clone()));
+        let xr = conv2d(&self.conv2, relu(self.bn1.forward(xr)));
         let shortcut = match &self.shortcut {
-            Some(conv) => conv.forward(max_pool_2x2_same(x)),
+            Some(conv) => conv2d(conv, max_pool_2x2_same(x)),
             None => x,
         };
         let x = self.bn_mid.forward(shortcut + xr);
         // Second half.
-        let h = self.conv3.forward(relu(x.clone()));
+        let h = conv2d(&self.conv3, relu(x.clone()));
         let h = if self.relu_before_bn { self.bn2.forward(relu(h)) } else { relu(self.bn2.forward(h)) };
-        x + self.conv4.forward(h)
+        x + conv2d(&self.conv4, h)
     }
 }
 
@@ -392,7 +393,7 @@ impl SpectrogramBranch {
         // Per-frequency normalisation, statistics over batch × time.
         let x = self.bn_freq.forward(x.swap_dims(1, 2)).swap_dims(1, 2); // [B, T, F]
         let x = x.unsqueeze_dim::<4>(1); // [B, 1, T, F]
-        let x = relu(self.bn.forward(self.conv.forward(x)));
+        let x = relu(self.bn.forward(conv2d(&self.conv, x)));
         let pool: MaxPool2d = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init();
         let mut x = pool.forward(x);
         for b in &self.blocks {

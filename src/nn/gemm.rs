@@ -57,7 +57,9 @@ impl Isa {
             match named {
                 Some(Some(isa)) if supported.contains(&isa) => Some(isa),
                 Some(_) => {
-                    eprintln!("asd: ASD_GEMM_ISA={wanted:?} is not a kernel this CPU runs ({supported:?}); using the best");
+                    eprintln!(
+                        "asd: ASD_GEMM_ISA={wanted:?} is not a kernel this CPU runs ({supported:?}); using the best"
+                    );
                     supported.first().copied()
                 }
                 None => supported.first().copied(),
@@ -203,6 +205,26 @@ fn product(a: &PackedA, b: &PackedB, epilogue: Epilogue, m: usize, mr: usize, nr
         unsafe { run(a, b, epilogue, t, c_ptr.get(), n) }
     });
     c
+}
+
+/// The transpose of row-major x [rows, cols]: [cols, rows], in 32 × 32
+/// blocks so reads and writes both stay in cache. For operands the products
+/// need transposed when [`matmul_transposed_a`] does not apply.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 32;
+    assert_eq!(x.len(), rows * cols, "not {rows} × {cols}");
+    let mut out = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            let width = BLOCK.min(cols - c0);
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for (c, &v) in x[r * cols + c0..][..width].iter().enumerate() {
+                    out[(c0 + c) * rows + r] = v;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// How A reaches [`PackedA`]: itself, [m, k] row-major, or its transpose,
@@ -570,6 +592,17 @@ mod tests {
             .map(|isa| matmul(&a, &PackedB::for_kernel(&b, k, n, isa), Epilogue { bias: Some(&bias), gelu: true }, m))
             .collect();
         assert!(products.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        let x: Vec<f32> = (0..70 * 45).map(|i| i as f32).collect();
+        let t = transpose(&x, 70, 45);
+        for r in 0..70 {
+            for c in 0..45 {
+                assert_eq!(t[c * 70 + r], x[r * 45 + c]);
+            }
+        }
     }
 
     /// The k blocks cover 0..k in order, none deeper than KC.

@@ -4,6 +4,7 @@ pub mod activation;
 pub mod arcface;
 pub mod attention;
 pub mod classifier;
+pub mod conv2d;
 pub mod flow;
 pub mod gemm;
 pub mod head;

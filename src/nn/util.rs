@@ -34,6 +34,17 @@ pub fn flex_inference_f32(device: &Device, dtype: DType) -> bool {
     !device.is_autodiff() && *device == Device::flex() && dtype == DType::F32
 }
 
+/// The autodiff backend of a flex device without gradient checkpointing:
+/// the type asd's own differentiable operations
+/// ([`super::attention`], [`super::conv2d`]) reach through burn's
+/// `extension` feature (`Tensor::try_into_primitive`).
+pub type FlexAutodiff = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// The values of a contiguous f32 flex tensor, borrowed.
+pub fn flex_values(t: &burn::backend::flex::FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
 /// The values of f32 tensor data, borrowed.
 pub fn f32_slice(data: &TensorData) -> &[f32] {
     data.as_slice::<f32>().expect("f32 tensor data")

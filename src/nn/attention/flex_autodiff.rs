@@ -12,16 +12,15 @@
 //! checkpointing has another autodiff type; [`attention`] declines it.
 
 use super::heads::{self, Head, Layout};
+use crate::nn::util::{FlexAutodiff as Ad, flex_values as values};
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use std::sync::Arc;
-
-type Ad = Autodiff<Flex, NoCheckpointing>;
 
 /// `softmax(q·kᵀ·scale)·v` of [B, H, N, d] f32 tensors on flex with
 /// autodiff; `None` when the tensors are not `Autodiff<Flex>` ones.
@@ -42,11 +41,6 @@ pub(super) fn attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, scale: f32)
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Some(Tensor::from_primitive::<Ad>(out))
-}
-
-/// The values of a contiguous f32 tensor.
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32")
 }
 
 #[derive(Debug)]

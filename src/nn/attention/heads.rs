@@ -133,24 +133,7 @@ fn gather(data: &[f32], (start, stride): (usize, usize), len: usize, width: usiz
 
 /// `a·bᵀ` for row-major a [rows, w] and b [cols, w]: [rows, cols].
 fn product_t(a: &[f32], b: &[f32], rows: usize, cols: usize, w: usize) -> Vec<f32> {
-    gemm::matmul(a, &PackedB::new(&transpose(b, cols, w), w, cols), Epilogue::default(), rows)
-}
-
-/// The transpose of row-major x [rows, cols] (small operands only: the
-/// large ones go to [`gemm::matmul_transposed_a`]), in 32 × 32 blocks.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const BLOCK: usize = 32;
-    let mut out = vec![0f32; rows * cols];
-    for r0 in (0..rows).step_by(BLOCK) {
-        for c0 in (0..cols).step_by(BLOCK) {
-            for r in r0..(r0 + BLOCK).min(rows) {
-                for c in c0..(c0 + BLOCK).min(cols) {
-                    out[c * rows + r] = x[r * cols + c];
-                }
-            }
-        }
-    }
-    out
+    gemm::matmul(a, &PackedB::new(&gemm::transpose(b, cols, w), w, cols), Epilogue::default(), rows)
 }
 
 /// One head's forward, row-major slices, q already scaled: the output
@@ -209,20 +192,4 @@ fn head_backward([q, k, v, o, grad]: [&[f32]; 5], lse: &[f32], scale: f32, s: He
     dq.iter_mut().for_each(|x| *x *= scale);
     let dk = gemm::matmul_transposed_a(&ds, &PackedB::new(q, s.n, s.d), s.m);
     [dq, dk, dv]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transpose_swaps_rows_and_columns() {
-        let x: Vec<f32> = (0..70 * 45).map(|i| i as f32).collect();
-        let t = transpose(&x, 70, 45);
-        for r in 0..70 {
-            for c in 0..45 {
-                assert_eq!(t[c * 70 + r], x[r * 45 + c]);
-            }
-        }
-    }
 }

@@ -14,26 +14,24 @@
 //! inference, other backends and CPUs without a kernel take burn's
 //! `Conv2d::forward`.
 
+use super::flex_op::{self, values};
 use super::gemm::{self, Epilogue, PackedB};
-use super::util::{FlexAutodiff as Ad, flex_values as values};
+use super::util::flex_training_f32;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 /// `conv.forward(x)`, by asd's operation where it applies.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let device = x.device();
     let plain = conv.groups == 1 && conv.dilation == [1, 1] && conv.bias.is_none();
-    let flex_training = device.is_autodiff() && device == Device::flex() && x.dtype() == DType::F32;
     if plain
-        && flex_training
+        && flex_training_f32(&x.device(), x.dtype())
         && gemm::available()
         && let Some(y) = differentiable(conv, &x)
     {
@@ -101,17 +99,10 @@ fn differentiable(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     }
     let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
     let g = Geometry { batch, cin, h, w, cout, kh, kw, sh, sw, top, left, ho, wo };
-    let xp = x.clone().try_into_primitive::<Ad>().ok()?;
-    let wp = conv.weight.val().try_into_primitive::<Ad>().ok()?;
-    let nodes = [xp.node(), wp.node()];
-    let inputs = [xp.into_primitive(), wp.into_primitive()].map(|t| t.to_contiguous());
+    let (nodes, inputs) = flex_op::inputs([x, &conv.weight.val()])?;
     let y = forward(values(&inputs[0]), values(&inputs[1]), g);
     let y = FlexTensor::from_data(TensorData::new(y, [batch, cout, ho, wo]));
-    let y = match Convolution.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(Saved { inputs, geometry: g }, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Some(Tensor::from_primitive::<Ad>(y))
+    Some(flex_op::record(Convolution, nodes, y, || Saved { inputs, geometry: g }))
 }
 
 /// y [B, C_out, H_out, W_out] of x [B, C_in, H, W] and w [C_out, C_in, k_h, k_w].
@@ -200,33 +191,21 @@ struct Convolution;
 
 /// What the backward needs: x and w (contiguous); the columns are
 /// recomputed rather than kept.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct Saved {
     inputs: [FlexTensor; 2],
     geometry: Geometry,
-}
-
-impl std::fmt::Debug for Saved {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved").field("geometry", &self.geometry).finish()
-    }
 }
 
 impl Backward<Flex, 2> for Convolution {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let s = ops.state;
-        let g = s.geometry;
-        let [x, w] = s.inputs.each_ref().map(values);
-        let shapes = [[g.batch, g.cin, g.h, g.w], [g.cout, g.cin, g.kh, g.kw]];
-        let gradients = backward(x, w, values(&dy), g);
-        for ((parent, grad), shape) in ops.parents.into_iter().zip(gradients).zip(shapes) {
-            if let Some(node) = parent {
-                grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(grad, shape)));
-            }
-        }
+        flex_op::backward(ops, grads, |s, dy| {
+            let g = s.geometry;
+            let [dx, dw] = backward(values(&s.inputs[0]), values(&s.inputs[1]), dy, g);
+            [(dx, [g.batch, g.cin, g.h, g.w]), (dw, [g.cout, g.cin, g.kh, g.kw])]
+        });
     }
 }
 
@@ -234,7 +213,7 @@ impl Backward<Flex, 2> for Convolution {
 mod tests {
     use super::*;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     fn max_rel(a: Tensor<4>, b: Tensor<4>) -> f32 {
         let top = b.clone().abs().max().into_scalar::<f32>().max(1e-6);

@@ -173,9 +173,8 @@ pub fn matmul(a: &[f32], b: &PackedB, epilogue: Epilogue, m: usize) -> Vec<f32> 
     if let Some(bias) = epilogue.bias {
         assert_eq!(bias.len(), n, "bias is not of length {n}");
     }
-    let (mr, nr) = b.isa.tile();
-    let a = PackedA::new(Lhs::Rows(a), m, k, mr);
-    product(&a, b, epilogue, m, mr, nr)
+    let a = PackedA::new(Lhs::Rows(a), m, k, b.isa.tile().0);
+    product(&a, b, epilogue, m)
 }
 
 /// `C = Aᵀ·B` for Aᵀ given row-major as `at` [k, m]: the product of the
@@ -186,14 +185,13 @@ pub fn matmul_transposed_a(at: &[f32], b: &PackedB, m: usize) -> Vec<f32> {
     let k = b.k;
     assert!(k > 0, "gemm needs k ≥ 1");
     assert_eq!(at.len(), m * k, "Aᵀ is not {k} × {m}");
-    let (mr, nr) = b.isa.tile();
-    let a = PackedA::new(Lhs::Transposed(at), m, k, mr);
-    product(&a, b, Epilogue::default(), m, mr, nr)
+    let a = PackedA::new(Lhs::Transposed(at), m, k, b.isa.tile().0);
+    product(&a, b, Epilogue::default(), m)
 }
 
 /// C for packed operands; C is m × n.
-fn product(a: &PackedA, b: &PackedB, epilogue: Epilogue, m: usize, mr: usize, nr: usize) -> Vec<f32> {
-    let n = b.n;
+fn product(a: &PackedA, b: &PackedB, epilogue: Epilogue, m: usize) -> Vec<f32> {
+    let (n, (mr, nr)) = (b.n, b.isa.tile());
     let mut c = vec![0f32; m * n];
     if m == 0 || n == 0 {
         return c;

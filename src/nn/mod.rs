@@ -5,6 +5,7 @@ pub mod arcface;
 pub mod attention;
 pub mod classifier;
 pub mod conv2d;
+pub mod flex_op;
 pub mod flow;
 pub mod gemm;
 pub mod head;

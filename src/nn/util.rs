@@ -34,15 +34,11 @@ pub fn flex_inference_f32(device: &Device, dtype: DType) -> bool {
     !device.is_autodiff() && *device == Device::flex() && dtype == DType::F32
 }
 
-/// The autodiff backend of a flex device without gradient checkpointing:
-/// the type asd's own differentiable operations
-/// ([`super::attention`], [`super::conv2d`]) reach through burn's
-/// `extension` feature (`Tensor::try_into_primitive`).
-pub type FlexAutodiff = burn::backend::Autodiff<burn::backend::Flex>;
-
-/// The values of a contiguous f32 flex tensor, borrowed.
-pub fn flex_values(t: &burn::backend::flex::FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 tensor")
+/// Whether a tensor of `dtype` on `device` is f32 training on flex: where
+/// asd's differentiable operations ([`super::flex_op`]) may stand in for
+/// burn's.
+pub fn flex_training_f32(device: &Device, dtype: DType) -> bool {
+    device.is_autodiff() && *device == Device::flex() && dtype == DType::F32
 }
 
 /// The values of f32 tensor data, borrowed.

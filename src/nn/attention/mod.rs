@@ -26,10 +26,10 @@ mod flex_autodiff;
 mod heads;
 
 use super::gemm;
-use super::util::{f32_slice as floats, flex_inference_f32};
+use super::util::{f32_slice as floats, flex_inference_f32, flex_training_f32};
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use heads::{Head, Layout};
 
 /// `softmax(q·kᵀ·scale + bias)·v` over [B, H, N, d]; `bias` broadcasts from
@@ -46,8 +46,8 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4
         let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
         return module::attention(q, k, v, None, bias, options);
     }
-    let fused = bias.is_none() && device.is_autodiff() && device == Device::flex() && q.dtype() == DType::F32;
-    if fused
+    if bias.is_none()
+        && flex_training_f32(&device, q.dtype())
         && gemm::available()
         && let Some(out) = flex_autodiff::attention(&q, &k, &v, scale as f32)
     {
